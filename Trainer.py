@@ -1,0 +1,377 @@
+"""Train the pose-conditioned VAE video predictor.
+
+    python Trainer.py --preset quick                  # CPU-sized run on the embedded synthetic data
+    python Trainer.py --DR path/to/LAB4_Dataset       # course defaults on the course data
+    python Trainer.py --ckpt_path runs/x/last.ckpt --num_epoch 10   # resume
+"""
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+import checkpoint
+import media
+import plotting
+from dataloader import DatasetError, Dataset_Dance
+from metrics import copy_first_frame_psnr, psnr_per_frame
+from model import ARCH_FLAGS, VAE_Model, rollout_noise
+from schedules import kl_annealing, next_tfr, normalize_kl_type, use_teacher_forcing
+
+DEFAULT_DR = "data/synthetic"
+
+# Each preset only changes defaults; flags given on the command line always win.
+PRESETS = {
+    "course": {},
+    # CPU-sized: a narrow model that beats the copy-the-first-frame baseline in minutes on 2 cores.
+    "quick": dict(F_dim=32, L_dim=16, N_dim=8, D_out_dim=32, batch_size=4, num_epoch=4, train_vi_len=8,
+                  partial=0.5, milestones=[100], tfr=1.0, tfr_sde=100, kl_anneal_type="Monotonic",
+                  kl_anneal_cycle=10, kl_anneal_ratio=1.0, per_save=1),
+}
+
+# Not inherited from a checkpoint on resume: they describe this invocation, not the run.
+PER_INVOCATION = {"ckpt_path", "num_epoch", "device", "gpu", "num_workers", "test", "save_root", "preset",
+                  "store_visualization"}
+
+HISTORY_FIELDS = ["epoch", "train_loss", "train_mse", "train_kl", "beta", "tfr", "lr", "bad_steps",
+                  "val_mse", "val_psnr", "copy_psnr", "seconds"]
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    # the course's flags, names and defaults
+    a("--batch_size", type=int, default=2)
+    a("--lr", type=float, default=1e-3, help="initial learning rate")
+    a("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    a("--optim", default="Adam", choices=["Adam", "AdamW"])
+    a("--gpu", type=int, default=1, help="accepted for course compatibility; no effect (use --device)")
+    a("--test", action="store_true", help="only validate (the model of --ckpt_path)")
+    a("--store_visualization", action="store_true", help="accepted for course compatibility; no effect")
+    a("--DR", default=DEFAULT_DR, help="dataset root; the default is generated on first use")
+    a("--save_root", default=None, help="output folder (default: a new folder under runs/)")
+    a("--num_workers", type=int, default=4, help="no effect: frames are decoded once into memory")
+    a("--num_epoch", type=int, default=70, help="epochs to run now (a resume continues the numbering)")
+    a("--per_save", type=int, default=3, help="save epoch=<e>.ckpt when e %% per_save == 0")
+    a("--partial", type=float, default=1.0, help="fraction of the training frames used")
+    a("--train_vi_len", type=int, default=16, help="frames per training clip")
+    a("--val_vi_len", type=int, default=630, help="frames per validation rollout")
+    a("--frame_H", type=int, default=32)
+    a("--frame_W", type=int, default=64)
+    a("--F_dim", type=int, default=128, help="frame feature channels")
+    a("--L_dim", type=int, default=32, help="pose feature channels")
+    a("--N_dim", type=int, default=12, help="latent channels")
+    a("--D_out_dim", type=int, default=192, help="decoder feature channels")
+    a("--tfr", type=float, default=1.0, help="initial teacher-forcing ratio")
+    a("--tfr_sde", type=int, default=10, help="epoch from which the teacher-forcing ratio decays")
+    a("--tfr_d_step", type=float, default=0.1, help="teacher-forcing decay per epoch")
+    a("--ckpt_path", default=None, help="checkpoint to resume from (or a course checkpoint: weights only)")
+    a("--fast_train", action="store_true", help="use --fast_partial of the data for the first epochs")
+    a("--fast_partial", type=float, default=0.4)
+    a("--fast_train_epoch", type=int, default=5)
+    a("--kl_anneal_type", default="Cyclical", help="Cyclical, Monotonic or None (Without)")
+    a("--kl_anneal_cycle", type=int, default=10)
+    a("--kl_anneal_ratio", type=float, default=1.0)
+    # beyond the course
+    a("--preset", default="course", choices=sorted(PRESETS), help="a set of defaults (see README)")
+    a("--seed", type=int, default=1)
+    a("--output_activation", default="sigmoid", choices=["sigmoid", "none"],
+      help="'none' reproduces the course model (pixels may leave [0,1])")
+    a("--milestones", type=int, nargs="*", default=[2, 5], help="MultiStepLR epochs where lr *= gamma")
+    a("--gamma", type=float, default=0.1)
+    a("--grad_clip", type=float, default=1.0, help="gradient-norm clip (0: off)")
+    a("--detach_prev", action="store_true", help="do not back-propagate through the previous prediction")
+    a("--per_frame", action="store_true",
+      help="plain course loop, frame by frame (default: batch over time what does not need predictions)")
+    a("--max_bad_steps", type=int, default=20, help="stop after this many non-finite losses in a row")
+    a("--gif_every", type=int, default=1, help="validation GIF every N epochs (0: never)")
+    return p
+
+
+def explicit_flags(parser, argv):
+    """The destinations the user actually typed (even when equal to the default)."""
+    sentinel = object()
+    saved = {a.dest: a.default for a in parser._actions}
+    try:
+        for action in parser._actions:
+            action.default = sentinel
+        ns = parser.parse_args(argv)
+    finally:
+        for action in parser._actions:
+            action.default = saved[action.dest]
+    return {k for k, v in vars(ns).items() if v is not sentinel}
+
+
+def parse_args(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.explicit = explicit_flags(parser, argv)
+    for key, value in PRESETS[args.preset].items():
+        if key not in args.explicit:
+            setattr(args, key, value)
+    args.kl_anneal_type = normalize_kl_type(args.kl_anneal_type)
+    return args
+
+
+def resolve_checkpoint(args, ckpt):
+    """Merge a checkpoint's saved args into args: explicit flags win, except architecture flags,
+    which must agree. Returns a note for the log."""
+    if "args" not in ckpt:  # a course checkpoint: weights only
+        if "output_activation" not in args.explicit:
+            args.output_activation = "none"
+        return (f"{args.ckpt_path} is a course checkpoint: loading its weights only "
+                f"(architecture from the flags, --output_activation {args.output_activation})")
+    saved = ckpt["args"]
+    for flag in ARCH_FLAGS:
+        if flag in args.explicit and flag in saved and getattr(args, flag) != saved[flag]:
+            raise checkpoint.CheckpointError(
+                f"--{flag} {getattr(args, flag)} differs from the checkpoint's {saved[flag]} ({args.ckpt_path}); "
+                f"drop --{flag} to use the checkpoint's architecture")
+    for key, value in saved.items():
+        if key not in args.explicit and key not in PER_INVOCATION and hasattr(args, key):
+            setattr(args, key, value)
+    return f"resuming {args.ckpt_path} after epoch {ckpt['epoch']}"
+
+
+def make_save_root(args):
+    if args.save_root:
+        return Path(args.save_root)
+    if args.ckpt_path:
+        return Path(args.ckpt_path).parent
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    root = Path("runs") / f"{stamp}-{args.kl_anneal_type}"
+    n = 1
+    while root.exists():
+        n += 1
+        root = Path("runs") / f"{stamp}-{args.kl_anneal_type}-{n}"
+    return root
+
+
+def load_data(args):
+    if args.DR == DEFAULT_DR:
+        import synthetic
+        synthetic.ensure_dataset(args.DR)
+    train = Dataset_Dance(args.DR, mode="train", video_len=args.train_vi_len, partial=args.partial,
+                          frame_H=args.frame_H, frame_W=args.frame_W)
+    val = Dataset_Dance(args.DR, mode="val", video_len=args.val_vi_len, frame_H=args.frame_H, frame_W=args.frame_W)
+    return train, val
+
+
+def lr_at(args, epoch):
+    """MultiStepLR: lr * gamma ** (number of milestones <= epoch)."""
+    return args.lr * args.gamma ** sum(m <= epoch for m in args.milestones)
+
+
+class ClipSampler:
+    """Training clips gathered by indexing the decoded uint8 frames: no decoding, no workers.
+    The order of each epoch is a permutation seeded by (seed, epoch), so a resume replays it."""
+
+    def __init__(self, dataset, device):
+        self.frames = torch.from_numpy(dataset.frames).to(device)
+        self.labels = torch.from_numpy(dataset.labels).to(device)
+        self.video_len = dataset.video_len
+
+    def num_clips(self, partial):
+        return int(len(self.frames) * partial) // self.video_len
+
+    def epoch_batches(self, partial, batch_size, seed, epoch):
+        g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        order = torch.randperm(self.num_clips(partial), generator=g)
+        for start in range(0, len(order) - batch_size + 1, batch_size):  # drop_last, as the course
+            yield self.clips(order[start:start + batch_size])
+
+    def clips(self, clip_ids):
+        index = (clip_ids[:, None] * self.video_len + torch.arange(self.video_len)).flatten().to(self.frames.device)
+        shape = (len(clip_ids), self.video_len, *self.frames.shape[1:])
+        return self.frames[index].view(shape).float().div_(255), self.labels[index].view(shape).float().div_(255)
+
+
+def train_one_epoch(model, optimizer, sampler, args, run, epoch):
+    """One pass over the clips. Returns the epoch's mean loss, MSE and KL and its count of skipped steps."""
+    model.train()
+    partial = args.fast_partial if args.fast_train and epoch < args.fast_train_epoch else args.partial
+    beta = run["annealer"].get_beta()
+    steps = sampler.num_clips(partial) // args.batch_size
+    if steps == 0:
+        raise DatasetError(f"{args.DR}: {sampler.num_clips(partial)} training clips of {args.train_vi_len} frames "
+                           f"(partial {partial}) do not fill one batch of {args.batch_size}")
+    totals = torch.zeros(3, dtype=torch.float64)
+    good = bad = 0
+    bar = tqdm(sampler.epoch_batches(partial, args.batch_size, args.seed, epoch), total=steps,
+               desc=f"epoch {epoch}", ncols=120, leave=False, disable=None)
+    for step, (img, label) in enumerate(bar):
+        teacher_forcing = use_teacher_forcing(run["tfr"], args.seed, epoch, step)
+        loss, mse, kl, _ = model.clip_loss(img, label, beta, teacher_forcing, args.detach_prev, args.per_frame)
+        optimizer.zero_grad(set_to_none=True)
+        if torch.isfinite(loss):
+            loss.backward()
+            if args.grad_clip > 0:
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+            finite = args.grad_clip <= 0 or torch.isfinite(grad_norm)
+        else:
+            finite = False
+        if not finite:  # skip the update, never hide it
+            bad += 1
+            run["bad_in_a_row"] += 1
+            if run["bad_in_a_row"] >= args.max_bad_steps:
+                raise FloatingPointError(
+                    f"stopping: {run['bad_in_a_row']} non-finite losses or gradients in a row (epoch {epoch}, "
+                    f"step {step}); last.ckpt holds the last good epoch. Try a lower --lr.")
+            continue
+        optimizer.step()
+        run["bad_in_a_row"] = 0
+        good += 1
+        totals += torch.tensor([loss.item(), mse.item(), kl.item()], dtype=torch.float64)
+        bar.set_postfix(loss=f"{loss.item():.4f}", beta=f"{beta:.2f}", tfr=f"{run['tfr']:.2f}",
+                        lr=f"{optimizer.param_groups[0]['lr']:.1e}", bad=bad)
+    means = (totals / max(good, 1)).tolist() if good else [math.nan] * 3
+    return means, bad
+
+
+@torch.no_grad()
+def validate(model, val, args, device):
+    """Roll out every val sequence from its first frame with z ~ N(0,I) from generators seeded the
+    same way each epoch, so PSNR is comparable across epochs."""
+    was_training = model.training
+    model.eval()
+    img = torch.from_numpy(val.frames[:len(val) * val.video_len]).view(len(val), val.video_len, 3, *val.size)
+    label = torch.from_numpy(val.labels[:len(val) * val.video_len]).view_as(img)
+    img, label = img.to(device).float() / 255, label.to(device).float() / 255
+    noise = rollout_noise(model, args.seed, range(len(val)), 0, *val.size, device)
+    pred = model.rollout(img[:, 0], label, noise)
+    model.train(was_training)
+    psnr = psnr_per_frame(pred[:, 1:], img[:, 1:])  # [S, T-1]
+    copy = copy_first_frame_psnr(img)[:, 1:]
+    return {"pred": pred, "img": img, "label": label, "psnr_per_frame": psnr.mean(0).cpu(),
+            "copy_per_frame": copy.mean(0).cpu(), "val_psnr": psnr.mean().item(),
+            "copy_psnr": copy.mean().item(),
+            "val_mse": (pred[:, 1:].clamp(0, 1) - img[:, 1:]).pow(2).mean().item()}
+
+
+def save_validation_media(result, save_root, epoch, gif):
+    plotting.plot_psnr_per_frame({"prediction": result["psnr_per_frame"], "copy first frame": result["copy_per_frame"]},
+                                 save_root / "psnr_per_frame.png", title=f"validation, epoch {epoch}")
+    if gif:
+        panels = [media.to_uint8(result[k][0]) for k in ("pred", "img", "label")]
+        media.write_gif(media.side_by_side(*panels), save_root / f"val_epoch={epoch}.gif")
+
+
+def checkpoint_state(model, optimizer, args, run, epoch):
+    saved_args = {k: v for k, v in vars(args).items() if k != "explicit"}
+    a = run["annealer"]
+    return {"state_dict": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+            "tfr": run["tfr"], "kl_anneal": {"settings": a.settings(), "epoch": a.epoch},
+            "best_psnr": run["best_psnr"], "args": saved_args, "rng": checkpoint.rng_state(),
+            "torch_version": torch.__version__, "git_commit": checkpoint.git_commit()}
+
+
+def append_history(path, row):
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def make_optimizer(model, args, device):
+    kind = torch.optim.AdamW if args.optim == "AdamW" else torch.optim.Adam
+    fused = torch.device(device).type == "cuda"
+    return kind(model.parameters(), lr=args.lr, fused=fused or None)
+
+
+def new_run(args):
+    """The state that evolves over epochs besides weights and optimizer."""
+    return {"tfr": args.tfr, "best_psnr": -math.inf, "bad_in_a_row": 0,
+            "annealer": kl_annealing(args.kl_anneal_type, args.kl_anneal_cycle, args.kl_anneal_ratio)}
+
+
+def restore_run(model, optimizer, ckpt, args, log):
+    """Weights, optimizer, schedules and RNG from a checkpoint; returns (run state, first epoch)."""
+    checkpoint.load_weights(model, ckpt["state_dict"], args.ckpt_path)
+    run = new_run(args)
+    if "args" not in ckpt:
+        return run, 0
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if "tfr" not in args.explicit:
+        run["tfr"] = ckpt["tfr"]
+    if run["annealer"].settings() == list(ckpt["kl_anneal"]["settings"]):
+        run["annealer"].epoch = ckpt["kl_anneal"]["epoch"]
+    else:
+        log(f"KL annealing changed from {ckpt['kl_anneal']['settings']} to {run['annealer'].settings()}: "
+            f"a new annealing stage starts at e = 0")
+    run["best_psnr"] = ckpt.get("best_psnr", -math.inf)
+    checkpoint.set_rng_state(ckpt["rng"])
+    return run, ckpt["epoch"] + 1
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    log = tqdm.write
+    ckpt = checkpoint.load(args.ckpt_path) if args.ckpt_path else None
+    if ckpt is not None:
+        log(resolve_checkpoint(args, ckpt))
+    device = torch.device(args.device)
+    torch.manual_seed(args.seed)
+    train_set, val_set = load_data(args)
+    model = VAE_Model.from_args(args).to(device)
+    optimizer = make_optimizer(model, args, device)
+    run, start_epoch = restore_run(model, optimizer, ckpt, args, log) if ckpt else (new_run(args), 0)
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"model: {n_params:,} parameters | device {device} | train {len(train_set.frames)} frames "
+        f"({len(train_set)} clips of {args.train_vi_len}) | val {len(val_set)} x {args.val_vi_len} frames")
+    save_root = make_save_root(args)
+    save_root.mkdir(parents=True, exist_ok=True)
+    if args.test:
+        result = validate(model, val_set, args, device)
+        save_validation_media(result, save_root, start_epoch - 1, gif=True)
+        log(f"val PSNR {result['val_psnr']:.2f} dB (copy first frame {result['copy_psnr']:.2f} dB), "
+            f"val MSE {result['val_mse']:.5f} -> {save_root}")
+        return result
+    with open(save_root / "args.json", "w") as f:
+        json.dump({**{k: v for k, v in vars(args).items() if k != "explicit"},
+                   "torch_version": torch.__version__, "git_commit": checkpoint.git_commit()}, f, indent=2)
+    sampler = ClipSampler(train_set, device)
+    for epoch in range(start_epoch, start_epoch + args.num_epoch):
+        t0 = time.time()
+        for g in optimizer.param_groups:
+            g["lr"] = lr_at(args, epoch)
+        beta = run["annealer"].get_beta()
+        (loss, mse, kl), bad = train_one_epoch(model, optimizer, sampler, args, run, epoch)
+        result = validate(model, val_set, args, device)
+        row = dict(epoch=epoch, train_loss=loss, train_mse=mse, train_kl=kl, beta=beta, tfr=run["tfr"],
+                   lr=optimizer.param_groups[0]["lr"], bad_steps=bad, val_mse=result["val_mse"],
+                   val_psnr=result["val_psnr"], copy_psnr=result["copy_psnr"])
+        run["tfr"] = next_tfr(run["tfr"], epoch, args.tfr_sde, args.tfr_d_step)
+        run["annealer"].update()
+        is_best = result["val_psnr"] > run["best_psnr"]
+        run["best_psnr"] = max(run["best_psnr"], result["val_psnr"])
+        state = checkpoint_state(model, optimizer, args, run, epoch)
+        checkpoint.save_atomic(state, save_root / "last.ckpt")
+        if epoch % args.per_save == 0:
+            checkpoint.save_atomic(state, save_root / f"epoch={epoch}.ckpt")
+        if is_best:
+            checkpoint.save_atomic(state, save_root / "best.ckpt")
+        save_validation_media(result, save_root, epoch, gif=args.gif_every > 0 and epoch % args.gif_every == 0)
+        row["seconds"] = round(time.time() - t0, 2)
+        append_history(save_root / "history.csv", row)
+        plotting.plot_run(plotting.read_history(save_root / "history.csv"), save_root)
+        log(f"epoch {epoch}: loss {loss:.4f} (MSE {mse:.5f}, KL {kl:.2f}, beta {beta:.2f}) tfr {row['tfr']:.2f} "
+            f"| val PSNR {result['val_psnr']:.2f} dB (copy first frame {result['copy_psnr']:.2f}) "
+            f"| {row['seconds']:.0f} s{' | best' if is_best else ''}")
+    log(f"done: {save_root}")
+    return run
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (DatasetError, checkpoint.CheckpointError, FloatingPointError, ValueError) as e:
+        sys.exit(f"error: {e}")

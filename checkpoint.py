@@ -1,0 +1,81 @@
+"""Checkpoints: atomic writes, safe loads (weights_only=True), clear one-line errors."""
+import os
+import subprocess
+from pathlib import Path
+
+import torch
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file."""
+
+
+def save_atomic(obj, path):
+    """Write to a temp file beside `path`, fsync, then rename: a crash leaves the old file intact."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise OSError(e.errno, f"could not write checkpoint {path}: {e.strerror or e}") from e
+        raise
+
+
+def load(path):
+    """A checkpoint dict, loaded without unpickling arbitrary objects."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated, corrupt or not saved by torch): "
+                              f"{first_line}") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise CheckpointError(f"{path}: not a posevae or course checkpoint (no 'state_dict' dict inside)")
+    return ckpt
+
+
+def load_weights(model, state_dict, path):
+    """load_state_dict(strict=True), with a one-line error instead of a key/shape traceback."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    wrong = [k for k in own if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong:
+        detail = (f"{len(missing)} missing keys (e.g. {missing[:1]}), " if missing else "") + \
+                 (f"{len(unexpected)} unexpected keys (e.g. {unexpected[:1]}), " if unexpected else "") + \
+                 (f"{len(wrong)} shape mismatches (e.g. {wrong[0]}: {tuple(state_dict[wrong[0]].shape)} "
+                  f"vs {tuple(own[wrong[0]].shape)})" if wrong else "")
+        raise CheckpointError(f"{path}: weights do not fit this model ({detail.rstrip(', ')}); "
+                              f"check --F_dim/--L_dim/--N_dim/--D_out_dim")
+    model.load_state_dict(state_dict, strict=True)
+
+
+def git_commit():
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def rng_state():
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,252 @@
+"""The course "Lab 4" dance dataset, decoded once into a compact uint8 cache.
+
+Layout (kept exactly as the course ships it):
+    DR/train/train_img/<n>.png   DR/train/train_label/<n>.png
+    DR/val/val_img/<n>.png       DR/val/val_label/<n>.png
+    DR/test/test_img/<i>/<n>.png DR/test/test_label/<i>/<n>.png   [DR/test/test_gt/<i>/<n>.png]
+File stems are integers, optionally prefixed by 'frame'; they are sorted numerically.
+"""
+import hashlib
+import json
+import os
+import re
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+CACHE_VERSION = 1
+_STEM = re.compile(r"^(?:frame)?(\d+)$")
+_memory_cache = {}  # cache key -> uint8 array, shared by every Dataset_Dance of this process
+
+
+class DatasetError(ValueError):
+    """Bad dataset input; the message names the path at fault."""
+
+
+def frame_number(path):
+    match = _STEM.match(Path(path).stem)
+    if not match:
+        raise DatasetError(f"{path}: file name must be <n>.png or frame<n>.png with an integer n")
+    return int(match.group(1))
+
+
+def list_pngs(folder):
+    """PNG files of a folder, sorted by frame number (never lexically)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(f"missing folder: {folder}")
+    files = [p for p in folder.iterdir() if p.suffix.lower() == ".png"]
+    numbers = {}
+    for p in files:
+        n = frame_number(p)
+        if n in numbers:
+            raise DatasetError(f"{p} and {numbers[n]} have the same frame number {n}")
+        numbers[n] = p
+    return [numbers[n] for n in sorted(numbers)]
+
+
+def paired_files(img_dir, label_dir):
+    """(frames, labels): a label has the same file name as its frame."""
+    frames, labels = list_pngs(img_dir), list_pngs(label_dir)
+    frame_names = {p.name for p in frames}
+    label_names = {p.name for p in labels}
+    for p in frames:
+        if p.name not in label_names:
+            raise DatasetError(f"frame {p} has no label: expected {Path(label_dir) / p.name}")
+    for p in labels:
+        if p.name not in frame_names:
+            raise DatasetError(f"label {p} has no frame: expected {Path(img_dir) / p.name}")
+    return frames, [Path(label_dir) / p.name for p in frames]
+
+
+def decode(path, frame_H, frame_W):
+    """One PNG -> uint8 [3,H,W]. PIL bilinear resize with antialias, as torchvision's Resize on PIL."""
+    try:
+        with Image.open(path) as img:
+            img.load()  # decode fully now, so a truncated file fails here, named
+            img = img.convert("RGB")
+    except Exception as e:
+        raise DatasetError(f"cannot read image {path}: {e}") from e
+    if img.size != (frame_W, frame_H):
+        img = img.resize((frame_W, frame_H), Image.BILINEAR)
+    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# the decode cache: one .npy-like file per (file list, sizes, mtimes, resolution), checked by CRC
+
+def cache_key(files, frame_H, frame_W):
+    h = hashlib.sha256(f"v{CACHE_VERSION} {frame_H}x{frame_W}\n".encode())
+    for p in files:
+        st = os.stat(p)
+        h.update(f"{Path(p).resolve()}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:24]
+
+
+def cache_dir_for(root):
+    """DR/.cache when writable, else a user cache folder."""
+    preferred = Path(root) / ".cache"
+    try:
+        preferred.mkdir(exist_ok=True)
+        if os.access(preferred, os.W_OK):
+            return preferred
+    except OSError:
+        pass
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "posevae"
+    digest = hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:12]
+    fallback = base / digest
+    fallback.mkdir(parents=True, exist_ok=True)
+    return fallback
+
+
+def _read_cache(path, key):
+    """The cached array, or None when absent, stale or corrupt (then it is rebuilt)."""
+    try:
+        with open(path, "rb") as f:
+            header = json.loads(f.readline())
+            data = f.read()
+        if header["key"] != key or len(data) != header["nbytes"] or zlib.crc32(data) != header["crc32"]:
+            return None
+        return np.frombuffer(bytearray(data), dtype=np.uint8).reshape(header["shape"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_cache(path, key, array):
+    data = np.ascontiguousarray(array).tobytes()
+    header = {"key": key, "shape": list(array.shape), "nbytes": len(data), "crc32": zlib.crc32(data)}
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write((json.dumps(header) + "\n").encode())
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as e:  # a cache we cannot write only costs time next run
+        tmp.unlink(missing_ok=True)
+        print(f"note: could not write decode cache {path}: {e}")
+
+
+def load_images(files, frame_H, frame_W, cache_dir=None, name="images"):
+    """uint8 [N,3,H,W] of the files, from memory, from the disk cache, or decoded (then cached)."""
+    key = cache_key(files, frame_H, frame_W)
+    if key in _memory_cache:
+        return _memory_cache[key]
+    path = Path(cache_dir) / f"{name}-{frame_H}x{frame_W}-{key}.bin" if cache_dir else None
+    array = _read_cache(path, key) if path and path.exists() else None
+    if array is None:
+        array = np.stack([decode(p, frame_H, frame_W) for p in files]) if files else \
+            np.zeros((0, 3, frame_H, frame_W), np.uint8)
+        if path:
+            for old in Path(cache_dir).glob(f"{name}-*.bin"):  # stale versions of this split
+                old.unlink(missing_ok=True)
+            _write_cache(path, key, array)
+    _memory_cache[key] = array
+    return array
+
+
+def to_float(uint8_images):
+    return torch.from_numpy(np.asarray(uint8_images)).float().div_(255.0)
+
+
+# ---------------------------------------------------------------------------------------------
+
+class Dataset_Dance(Dataset):
+    """mode='train': non-overlapping clips of video_len frames, len = int(N*partial)//video_len.
+    mode='val': the validation sequence(s), cut the same way (video_len=630 -> the one sequence).
+    mode='test': (first frame [1,3,H,W], video_len labels) per sequence folder; .gt holds the
+    ground truth [S,T,3,H,W] uint8 when DR/test/test_gt exists (the synthetic set), else None.
+    Items are float tensors in [0,1] of shape [T,3,frame_H,frame_W]; `transform`, if given, is an
+    extra tensor transform applied to each item after the resize."""
+
+    def __init__(self, root, transform=None, mode="train", video_len=16, partial=1.0,
+                 frame_H=32, frame_W=64, cache=True):
+        super().__init__()
+        if mode not in ("train", "val", "test"):
+            raise ValueError(f"mode must be 'train', 'val' or 'test', got {mode!r}")
+        if video_len < 1:
+            raise DatasetError(f"video_len must be >= 1, got {video_len}")
+        self.root, self.mode, self.transform = Path(root), mode, transform
+        self.video_len, self.partial = video_len, partial
+        self.size = (frame_H, frame_W)
+        split_dir = self.root / mode
+        if not split_dir.is_dir():
+            raise DatasetError(f"missing split folder: {split_dir}")
+        cache_dir = cache_dir_for(self.root) if cache else None
+        if mode == "test":
+            self._load_test(split_dir, cache_dir)
+        else:
+            self._load_sequence(split_dir, cache_dir)
+
+    def _load_sequence(self, split_dir, cache_dir):
+        m = self.mode
+        frame_files, label_files = paired_files(split_dir / f"{m}_img", split_dir / f"{m}_label")
+        if len(frame_files) < self.video_len:
+            raise DatasetError(f"{split_dir / f'{m}_img'} has {len(frame_files)} frames, "
+                               f"fewer than one clip of {self.video_len}")
+        self.frames = load_images(frame_files, *self.size, cache_dir, f"{m}_img")
+        self.labels = load_images(label_files, *self.size, cache_dir, f"{m}_label")
+        self.gt = None
+
+    def _load_test(self, split_dir, cache_dir):
+        img_root, label_root = split_dir / "test_img", split_dir / "test_label"
+        for folder in (img_root, label_root):
+            if not folder.is_dir():
+                raise DatasetError(f"missing folder: {folder}")
+        names = sorted((p.name for p in img_root.iterdir() if p.is_dir()), key=_sequence_order)
+        if not names:
+            raise DatasetError(f"{img_root} has no sequence folders")
+        first_files, label_files = [], []
+        for name in names:
+            firsts = list_pngs(img_root / name)
+            if not firsts:
+                raise DatasetError(f"test sequence {img_root / name} has no first frame")
+            labels = list_pngs(label_root / name)
+            if len(labels) < self.video_len:
+                raise DatasetError(f"{label_root / name} has {len(labels)} pose labels, "
+                                   f"fewer than the {self.video_len} asked for")
+            first_files.append(firsts[0])
+            label_files += labels[:self.video_len]
+        T, (H, W) = self.video_len, self.size
+        self.sequence_names = names
+        self.frames = load_images(first_files, H, W, cache_dir, "test_img")[:, None]
+        self.labels = load_images(label_files, H, W, cache_dir, "test_label").reshape(len(names), T, 3, H, W)
+        gt_root = split_dir / "test_gt"
+        self.gt = load_test_gt(gt_root, names, T, H, W, cache_dir) if gt_root.is_dir() else None
+
+    def __len__(self):
+        if self.mode == "test":
+            return len(self.frames)
+        return int(len(self.frames) * self.partial) // self.video_len
+
+    def __getitem__(self, index):
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        if self.mode == "test":
+            img, label = to_float(self.frames[index]), to_float(self.labels[index])
+        else:
+            clip = slice(index * self.video_len, (index + 1) * self.video_len)
+            img, label = to_float(self.frames[clip]), to_float(self.labels[clip])
+        if self.transform is not None:
+            img, label = self.transform(img), self.transform(label)
+        return img, label
+
+
+def _sequence_order(name):
+    return (0, int(name), name) if name.isdigit() else (1, 0, name)
+
+
+def load_test_gt(gt_root, names, video_len, frame_H, frame_W, cache_dir=None):
+    """Ground-truth frames [S,T,3,H,W] uint8 of each named test sequence (first video_len frames)."""
+    files = []
+    for name in names:
+        seq = list_pngs(Path(gt_root) / name)
+        if len(seq) < video_len:
+            raise DatasetError(f"{Path(gt_root) / name} has {len(seq)} ground-truth frames, "
+                               f"fewer than the {video_len} asked for")
+        files += seq[:video_len]
+    return load_images(files, frame_H, frame_W, cache_dir, "test_gt").reshape(
+        len(names), video_len, 3, frame_H, frame_W)

@@ -1,0 +1,137 @@
+"""VAE_Model: the course's conditional VAE (five networks), its training loss and its rollout."""
+import hashlib
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from modules import (Decoder_Fusion, Gaussian_Predictor, Generator, Label_Encoder, RGB_Encoder,
+                     check_dims, reparameterize)
+
+ARCH_FLAGS = ("F_dim", "L_dim", "N_dim", "D_out_dim", "output_activation", "frame_H", "frame_W")
+
+
+def kl_criterion(mu, logvar, batch_size):
+    """KL(N(mu, exp(logvar)) || N(0, I)), summed over the latent, averaged over the batch."""
+    return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / batch_size
+
+
+class VAE_Model(nn.Module):
+    def __init__(self, F_dim=128, L_dim=32, N_dim=12, D_out_dim=192, output_activation="sigmoid"):
+        super().__init__()
+        check_dims(F_dim, L_dim, N_dim, D_out_dim)
+        self.N_dim = N_dim
+        self.frame_transformation = RGB_Encoder(3, F_dim)
+        self.label_transformation = Label_Encoder(3, L_dim)
+        self.Gaussian_Predictor = Gaussian_Predictor(F_dim + L_dim, N_dim)
+        self.Decoder_Fusion = Decoder_Fusion(F_dim + L_dim + N_dim, D_out_dim)
+        self.Generator = Generator(D_out_dim, 3, output_activation)
+
+    @classmethod
+    def from_args(cls, args):
+        return cls(args.F_dim, args.L_dim, args.N_dim, args.D_out_dim, args.output_activation)
+
+    def decode(self, prev_feat, label_feat, z):
+        return self.Generator(self.Decoder_Fusion(prev_feat, label_feat, z))
+
+    # -- training ---------------------------------------------------------------------------
+
+    def clip_loss(self, img, label, beta, teacher_forcing, detach_prev=False, per_frame=False, eps=None):
+        """Loss of one clip: sum over t=1..T-1 of MSE(x̂_t, x_t) + beta * KL_t.
+
+        img, label: [B,T,3,H,W]. Under teacher forcing x̂_t is decoded from the true x_{t-1},
+        otherwise from the model's own x̂_{t-1} (x̂_0 = x_0). The posterior always sees the true x_t.
+        per_frame=True runs the course's frame-by-frame loop (Label_Encoder's BatchNorm sees B
+        samples); False batches everything that does not depend on predictions over time (B*T).
+        eps: optional reparameterisation noise [B,T-1,N,H,W]. Returns (loss, mse, kl, predictions).
+        """
+        B, T = img.shape[:2]
+        if eps is None:
+            eps = torch.randn(B, T - 1, self.N_dim, *img.shape[-2:], device=img.device, dtype=img.dtype)
+        if per_frame:
+            preds, mus, logvars = self._frames_one_by_one(img, label, teacher_forcing, detach_prev, eps)
+        else:
+            preds, mus, logvars = self._frames_batched_over_time(img, label, teacher_forcing, detach_prev, eps)
+        mse = sum(F.mse_loss(preds[:, t], img[:, t + 1]) for t in range(T - 1))
+        kl = sum(kl_criterion(mus[:, t], logvars[:, t], B) for t in range(T - 1))
+        return mse + beta * kl, mse, kl, preds
+
+    def _frames_one_by_one(self, img, label, teacher_forcing, detach_prev, eps):
+        preds, mus, logvars = [], [], []
+        prev = img[:, 0]
+        for t in range(1, img.shape[1]):
+            label_feat = self.label_transformation(label[:, t])
+            z, mu, logvar = self.Gaussian_Predictor(self.frame_transformation(img[:, t]), label_feat, eps[:, t - 1])
+            if teacher_forcing:
+                prev = img[:, t - 1]
+            out = self.decode(self.frame_transformation(prev), label_feat, z)
+            prev = out.detach() if detach_prev else out
+            preds.append(out), mus.append(mu), logvars.append(logvar)
+        return torch.stack(preds, 1), torch.stack(mus, 1), torch.stack(logvars, 1)
+
+    def _frames_batched_over_time(self, img, label, teacher_forcing, detach_prev, eps):
+        B, T = img.shape[:2]
+        flat = lambda x: x.flatten(0, 1)  # noqa: E731  [B,T,...] -> [B*T,...]
+        frame_feat = self.frame_transformation(flat(img)).unflatten(0, (B, T))
+        label_feat = self.label_transformation(flat(label[:, 1:])).unflatten(0, (B, T - 1))
+        z, mu, logvar = self.Gaussian_Predictor(flat(frame_feat[:, 1:]), flat(label_feat), flat(eps))
+        z, mu, logvar = (x.unflatten(0, (B, T - 1)) for x in (z, mu, logvar))
+        if teacher_forcing:  # every previous frame is known: one parallel call over time
+            preds = self.decode(flat(frame_feat[:, :-1]), flat(label_feat), flat(z)).unflatten(0, (B, T - 1))
+            return preds, mu, logvar
+        preds, prev_feat = [], frame_feat[:, 0]
+        for t in range(T - 1):
+            out = self.decode(prev_feat, label_feat[:, t], z[:, t])
+            preds.append(out)
+            if t < T - 2:
+                prev_feat = self.frame_transformation(out.detach() if detach_prev else out)
+        return torch.stack(preds, 1), mu, logvar
+
+    # -- rollout ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def rollout(self, first_frame, labels, noise, label_chunk=64, progress=None):
+        """Autoregressive prediction from one frame: first_frame [B,3,H,W], labels [B,T,3,H,W]
+        (label t is the pose of frame t), noise: a NoiseSource. Returns [B,T,3,H,W], frame 0 = input."""
+        B, T = labels.shape[:2]
+        frames = [first_frame]
+        prev = first_frame
+        for start in range(1, T, label_chunk):
+            chunk = labels[:, start:start + label_chunk]
+            label_feat = self.label_transformation(chunk.flatten(0, 1)).unflatten(0, chunk.shape[:2])
+            for t in range(chunk.shape[1]):
+                z = noise.next()
+                prev = self.decode(self.frame_transformation(prev), label_feat[:, t], z)
+                frames.append(prev)
+                if progress is not None:
+                    progress.update(B)
+        return torch.stack(frames, 1)
+
+
+def stream_seed(*parts):
+    """A 63-bit seed from any tuple (seed, sequence, sample, ...), stable across runs and machines."""
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+class NoiseSource:
+    """z ~ N(0, I) for a batch whose row b has its own generator seeded by keys[b]. Each row draws
+    fixed-size chunks of steps from its own stream, so a row gets the same noise whether it is
+    rolled out alone or inside any batch."""
+
+    def __init__(self, keys, shape, device, chunk=16):
+        self.shape, self.device, self.chunk = tuple(shape), torch.device(device), chunk
+        self.generators = [torch.Generator(device=self.device).manual_seed(stream_seed(*k)) for k in keys]
+        self.buffer, self.pos = None, chunk
+
+    def next(self):
+        if self.pos == self.chunk:
+            self.buffer = torch.stack([torch.randn(self.chunk, *self.shape, generator=g, device=self.device)
+                                       for g in self.generators], 1)
+            self.pos = 0
+        self.pos += 1
+        return self.buffer[self.pos - 1]
+
+
+def rollout_noise(model, seed, sequence_ids, sample, frame_H, frame_W, device):
+    return NoiseSource([(seed, s, sample) for s in sequence_ids], (model.N_dim, frame_H, frame_W), device)

@@ -1,0 +1,98 @@
+"""Plots of a run (redrawn each epoch) and an overlay of several runs' history.csv.
+
+    python plotting.py runs/a/history.csv runs/b/history.csv --labels Cyclical Monotonic --out compare.png
+"""
+import argparse
+import csv
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def read_history(path):
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {k: [_number(r[k]) for r in rows] for k in (rows[0].keys() if rows else [])}
+
+
+def _number(text):
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _save(fig, path):
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_run(history, out_dir):
+    """loss.png (train and val), schedule.png (teacher forcing ratio and beta)."""
+    out_dir, epochs = Path(out_dir), history["epoch"]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    axes[0].plot(epochs, history["train_loss"], label="train loss (MSE + beta KL, per clip)")
+    axes[0].set_yscale("log")
+    axes[1].plot(epochs, history["train_mse"], label="train MSE (per clip)")
+    axes[1].plot(epochs, history["val_mse"], label="val MSE (per frame)")
+    axes[1].set_yscale("log")
+    axes[2].plot(epochs, history["train_kl"], label="train KL (per clip)")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.legend()
+    _save(fig, out_dir / "loss.png")
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    ax.plot(epochs, history["tfr"], label="teacher forcing ratio")
+    ax.plot(epochs, history["beta"], label="KL weight beta")
+    ax.set_xlabel("epoch")
+    ax.legend()
+    _save(fig, out_dir / "schedule.png")
+
+
+def plot_psnr_per_frame(curves, path, title="PSNR per frame"):
+    """curves: {label: [psnr per frame]} (frame 1..T-1)."""
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    for label, values in curves.items():
+        values = list(values)
+        ax.plot(range(1, len(values) + 1), values, label=label)
+    ax.set_xlabel("frame")
+    ax.set_ylabel("PSNR (dB)")
+    ax.set_title(title)
+    ax.legend()
+    _save(fig, path)
+
+
+def plot_compare(history_paths, labels, out_path):
+    """Loss, val PSNR and teacher forcing of several runs, one line per run."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+    for path, label in zip(history_paths, labels):
+        h = read_history(path)
+        axes[0].plot(h["epoch"], h["train_loss"], label=label)
+        axes[1].plot(h["epoch"], h["val_psnr"], label=label)
+        axes[2].plot(h["epoch"], h["tfr"], label=label)
+    if history_paths:
+        h = read_history(history_paths[0])
+        axes[1].plot(h["epoch"], h["copy_psnr"], "k--", label="copy first frame")
+    for ax, name in zip(axes, ("train loss", "val PSNR (dB)", "teacher forcing ratio")):
+        ax.set_xlabel("epoch")
+        ax.set_title(name)
+        ax.legend()
+    axes[0].set_yscale("log")
+    _save(fig, out_path)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Overlay the history.csv of several runs.")
+    parser.add_argument("histories", nargs="+", help="history.csv files")
+    parser.add_argument("--labels", nargs="*", help="one label per file (default: the run folder names)")
+    parser.add_argument("--out", default="compare.png")
+    a = parser.parse_args()
+    labels = a.labels or [Path(p).parent.name for p in a.histories]
+    if len(labels) != len(a.histories):
+        parser.error(f"--labels has {len(labels)} names for {len(a.histories)} history files")
+    plot_compare(a.histories, labels, a.out)
+    print(f"wrote {a.out}")

@@ -1,0 +1,48 @@
+"""KL annealing (beta per epoch) and the teacher-forcing ratio, as the course defines them."""
+import random
+
+from model import stream_seed
+
+KL_TYPES = ("Cyclical", "Monotonic", "None")
+
+
+def normalize_kl_type(name):
+    """'Without' is the course's spelling of None."""
+    name = "None" if name == "Without" else name
+    if name not in KL_TYPES:
+        raise ValueError(f"--kl_anneal_type must be one of {KL_TYPES} (or Without), got {name!r}")
+    return name
+
+
+class kl_annealing:
+    """beta for epoch e of the current annealing stage (e counts from 0 within the stage).
+    Cyclical: min(1, (e mod cycle) / (cycle*ratio)) (Fu et al. 2019); Monotonic: min(1, e / (cycle*ratio));
+    None: 1."""
+
+    def __init__(self, kl_type="Cyclical", cycle=10, ratio=1.0, epoch=0):
+        self.kl_type, self.cycle, self.ratio = normalize_kl_type(kl_type), cycle, ratio
+        if self.kl_type != "None" and (cycle <= 0 or ratio <= 0):
+            raise ValueError(f"--kl_anneal_cycle ({cycle}) and --kl_anneal_ratio ({ratio}) must be > 0")
+        self.epoch = epoch
+
+    def update(self):
+        self.epoch += 1
+
+    def get_beta(self):
+        if self.kl_type == "None":
+            return 1.0
+        e = self.epoch % self.cycle if self.kl_type == "Cyclical" else self.epoch
+        return min(1.0, e / (self.cycle * self.ratio))
+
+    def settings(self):
+        return [self.kl_type, self.cycle, self.ratio]
+
+
+def next_tfr(tfr, epoch, tfr_sde, tfr_d_step):
+    """Teacher-forcing ratio after epoch `epoch` (0-based) ends."""
+    return max(0.0, tfr - tfr_d_step) if epoch >= tfr_sde else tfr
+
+
+def use_teacher_forcing(tfr, seed, epoch, step):
+    """One draw per step, derived from (seed, epoch, step) so it is identical on every rank and on resume."""
+    return random.Random(stream_seed(seed, "tf", epoch, step)).random() < tfr
