@@ -269,7 +269,7 @@ def checkpoint_state(model, optimizer, args, run, epoch):
     return {"state_dict": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
             "tfr": run["tfr"], "kl_anneal": {"settings": a.settings(), "epoch": a.epoch},
             "best_psnr": run["best_psnr"], "args": saved_args, "rng": checkpoint.rng_state(),
-            "torch_version": torch.__version__, "git_commit": checkpoint.git_commit()}
+            "torch_version": str(torch.__version__), "git_commit": checkpoint.git_commit()}
 
 
 def append_history(path, row):
@@ -337,7 +337,7 @@ def main(argv=None):
         return result
     with open(save_root / "args.json", "w") as f:
         json.dump({**{k: v for k, v in vars(args).items() if k != "explicit"},
-                   "torch_version": torch.__version__, "git_commit": checkpoint.git_commit()}, f, indent=2)
+                   "torch_version": str(torch.__version__), "git_commit": checkpoint.git_commit()}, f, indent=2)
     sampler = ClipSampler(train_set, device)
     for epoch in range(start_epoch, start_epoch + args.num_epoch):
         t0 = time.time()

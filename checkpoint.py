@@ -35,7 +35,8 @@ def load(path):
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        lines = [l.strip() for l in str(e).splitlines() if l.strip()] or [type(e).__name__]
+        first_line = next((l for l in lines if "WeightsUnpickler error" in l), lines[0])
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated, corrupt or not saved by torch): "
                               f"{first_line}") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):

@@ -1,0 +1,123 @@
+"""Roll out every test sequence from its first frame, write GIFs and the Kaggle submission CSV.
+
+    python Tester.py --ckpt_path runs/x/best.ckpt [--DR data/synthetic] [--save_root out/]
+"""
+import time
+
+PROCESS_START = time.time()  # before the heavy imports, so the summary can report them
+
+import argparse  # noqa: E402
+import csv  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+import checkpoint  # noqa: E402
+import media  # noqa: E402
+import plotting  # noqa: E402
+from dataloader import DatasetError, Dataset_Dance, load_test_gt  # noqa: E402
+from metrics import copy_first_frame_psnr, psnr_per_frame  # noqa: E402
+from model import ARCH_FLAGS, VAE_Model, rollout_noise  # noqa: E402
+
+COURSE_ARCH = dict(F_dim=128, L_dim=32, N_dim=12, D_out_dim=192, output_activation="none", frame_H=32, frame_W=64)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--ckpt_path", required=True, help="a Trainer checkpoint, or a course checkpoint (weights only)")
+    a("--DR", default="data/synthetic", help="dataset root with test/test_img and test/test_label")
+    a("--save_root", default=None, help="output folder (default: <checkpoint folder>/test)")
+    a("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    a("--seed", type=int, default=1, help="z ~ N(0,I) is seeded per (seed, sequence): same seed, same CSV")
+    a("--test_len", type=int, default=630, help="frames per sequence, the given first frame included")
+    a("--gt_dir", default=None, help="ground-truth frames <gt_dir>/<i>/<n>.png (default: DR/test/test_gt if any)")
+    a("--no_gif", action="store_true", help="skip the GIFs")
+    # only for course checkpoints, which carry no architecture; a Trainer checkpoint's own args win
+    for flag in ARCH_FLAGS:
+        a(f"--{flag}", default=None, type=str if flag == "output_activation" else int,
+          help=f"course checkpoints only (default {COURSE_ARCH[flag]})")
+    return p.parse_args(argv)
+
+
+def architecture(args, ckpt):
+    """Architecture flags from the checkpoint's saved args, else from the command line / course defaults."""
+    saved = ckpt.get("args", {})
+    arch = {}
+    for flag in ARCH_FLAGS:
+        given = getattr(args, flag)
+        if flag in saved:
+            if given is not None and given != saved[flag]:
+                raise checkpoint.CheckpointError(f"--{flag} {given} differs from the checkpoint's {saved[flag]} "
+                                                 f"({args.ckpt_path}); drop --{flag}")
+            arch[flag] = saved[flag]
+        else:
+            arch[flag] = given if given is not None else COURSE_ARCH[flag]
+    return argparse.Namespace(**arch)
+
+
+def load_model(args):
+    ckpt = checkpoint.load(args.ckpt_path)
+    arch = architecture(args, ckpt)
+    try:
+        model = VAE_Model.from_args(arch)
+    except ValueError as e:
+        raise checkpoint.CheckpointError(f"{args.ckpt_path}: {e}") from None
+    checkpoint.load_weights(model, ckpt["state_dict"], args.ckpt_path)
+    return model.to(args.device).eval(), arch
+
+
+def score(pred, gt, names, save_root):
+    """PSNR per sequence and per frame against ground truth, beside the copy-the-first-frame baseline."""
+    gt = torch.from_numpy(gt).float() / 255
+    psnr = psnr_per_frame(pred[:, 1:].cpu(), gt[:, 1:])
+    copy = copy_first_frame_psnr(gt)[:, 1:]
+    with open(save_root / "psnr.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["sequence", "psnr", "copy_first_frame_psnr"])
+        for name, p, c in zip(names, psnr.mean(1).tolist(), copy.mean(1).tolist()):
+            w.writerow([name, f"{p:.4f}", f"{c:.4f}"])
+            print(f"  sequence {name}: PSNR {p:.2f} dB (copy first frame {c:.2f} dB)")
+    plotting.plot_psnr_per_frame({"prediction": psnr.mean(0), "copy first frame": copy.mean(0)},
+                                 save_root / "psnr_per_frame.png", title="test PSNR per frame (mean over sequences)")
+    print(f"  mean PSNR {psnr.mean():.2f} dB (copy first frame {copy.mean():.2f} dB)")
+    return psnr
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    work_start = time.time()
+    model, arch = load_model(args)
+    size = (arch.frame_H, arch.frame_W)
+    test = Dataset_Dance(args.DR, mode="test", video_len=args.test_len, frame_H=size[0], frame_W=size[1])
+    gt = load_test_gt(args.gt_dir, test.sequence_names, args.test_len, *size) if args.gt_dir else test.gt
+    save_root = Path(args.save_root) if args.save_root else Path(args.ckpt_path).parent / "test"
+    save_root.mkdir(parents=True, exist_ok=True)
+    S, T = len(test), args.test_len
+    first = torch.from_numpy(test.frames[:, 0]).to(args.device).float() / 255
+    labels = torch.from_numpy(test.labels).to(args.device).float() / 255
+    noise = rollout_noise(model, args.seed, range(S), 0, *size, args.device)
+    with tqdm(total=S * (T - 1), desc="rollout", unit="frame", ncols=100, disable=None) as bar:
+        pred = model.rollout(first, labels, noise, progress=bar)
+    frames = media.to_uint8(pred)
+    frames[:, 0] = test.frames[:, 0]  # row 0 of each sequence is the given first frame, bit for bit
+    media.write_submission(frames, save_root / "submission.csv")
+    if not args.no_gif:
+        for i, name in enumerate(test.sequence_names):
+            panels = [frames[i]] + ([gt[i]] if gt is not None else []) + [test.labels[i]]
+            media.write_gif(media.side_by_side(*panels), save_root / f"pred_seq{name}.gif")
+    if gt is not None:
+        score(pred, gt, test.sequence_names, save_root)
+    now = time.time()
+    print(f"{S} sequences x {T} frames in {now - work_start:.1f} s (process {now - PROCESS_START:.1f} s) "
+          f"-> {save_root}/submission.csv" + ("" if args.no_gif else ", pred_seq<i>.gif"))
+    return frames
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (DatasetError, checkpoint.CheckpointError, ValueError) as e:
+        sys.exit(f"error: {e}")

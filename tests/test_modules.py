@@ -1,0 +1,101 @@
+"""The course network: layout, widths, parameter count, course checkpoints."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from model import VAE_Model, kl_criterion
+from modules import Gaussian_Predictor, check_dims, reparameterize
+
+TSV = Path(__file__).resolve().parents[2] / "shared" / "reference" / "course-state-dict-keys.tsv"
+DTYPES = {"float32": torch.float32, "int64": torch.int64}
+
+
+def course_state_dict():
+    """A state_dict with every key, shape and dtype of a course checkpoint (random values)."""
+    g = torch.Generator().manual_seed(0)
+    sd = {}
+    for line in TSV.read_text().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        key, shape, dtype = line.split("\t")
+        shape = tuple(int(s) for s in shape.strip("()").split(",") if s.strip())
+        sd[key] = torch.randn(shape, generator=g).to(DTYPES[dtype]) if dtype == "float32" else torch.tensor(7)
+    return sd
+
+
+def test_default_parameter_count():
+    assert sum(p.numel() for p in VAE_Model().parameters()) == 1_585_620
+
+
+@pytest.mark.skipif(not TSV.exists(), reason="shared/reference is beside the checkout only")
+def test_course_state_dict_loads_strictly():
+    sd = course_state_dict()
+    assert len(sd) == 209
+    model = VAE_Model(output_activation="none")
+    model.load_state_dict(sd, strict=True)
+    assert set(model.state_dict()) == set(sd)
+    for k, v in model.state_dict().items():
+        assert v.shape == sd[k].shape and v.dtype == sd[k].dtype, k
+        assert torch.equal(v, sd[k]), k
+
+
+@pytest.mark.parametrize("dims", [(128, 32, 12, 192), (8, 4, 4, 8)])
+def test_shapes_of_every_module(dims):
+    F, L, N, D = dims
+    m = VAE_Model(F, L, N, D).eval()
+    x, p = torch.rand(3, 3, 32, 64), torch.rand(3, 3, 32, 64)
+    f, l = m.frame_transformation(x), m.label_transformation(p)
+    assert f.shape == (3, F, 32, 64) and l.shape == (3, L, 32, 64)
+    z, mu, logvar = m.Gaussian_Predictor(f, l)
+    assert z.shape == mu.shape == logvar.shape == (3, N, 32, 64)
+    h = m.Decoder_Fusion(f, l, z)
+    assert h.shape == (3, D, 32, 64)
+    out = m.Generator(h)
+    assert out.shape == (3, 3, 32, 64)
+    assert out.min() >= 0 and out.max() <= 1  # sigmoid output
+
+
+def test_output_activation_none_is_unbounded():
+    m = VAE_Model(8, 4, 4, 8, output_activation="none")
+    torch.nn.init.constant_(m.Generator[-1].bias, 5.0)
+    assert m.Generator(torch.randn(1, 8, 4, 4)).max() > 1
+
+
+@pytest.mark.parametrize("dims,flag", [((12, 4, 4, 8), "--F_dim"), ((8, 3, 4, 8), "--L_dim"),
+                                       ((8, 4, 6, 8), "--N_dim"), ((8, 4, 4, 12), "--D_out_dim"),
+                                       ((8, 2, 4, 8), "--F_dim + --L_dim + --N_dim")])
+def test_bad_widths_name_the_flag(dims, flag):
+    with pytest.raises(ValueError, match=flag.replace("+", r"\+")):
+        check_dims(*dims)
+
+
+def test_label_encoder_keeps_the_course_identity_activation():
+    act = VAE_Model(8, 4, 4, 8).label_transformation[3]
+    assert isinstance(act, torch.nn.LeakyReLU) and act.negative_slope == 1.0
+
+
+def test_reparameterisation_statistics():
+    mu = torch.full((200_000,), 1.5)
+    logvar = torch.full((200_000,), 2 * torch.log(torch.tensor(0.5)).item())
+    z = reparameterize(mu, logvar, torch.randn(200_000, generator=torch.Generator().manual_seed(0)))
+    assert abs(z.mean().item() - 1.5) < 0.01 and abs(z.std().item() - 0.5) < 0.01
+    # gradients reach mu and logvar
+    mu, logvar = torch.zeros(4, requires_grad=True), torch.zeros(4, requires_grad=True)
+    reparameterize(mu, logvar, torch.ones(4)).sum().backward()
+    assert torch.allclose(mu.grad, torch.ones(4)) and torch.allclose(logvar.grad, torch.full((4,), 0.5))
+
+
+def test_gaussian_predictor_returns_z_mu_logvar():
+    gp = Gaussian_Predictor(12, 4)
+    eps = torch.randn(2, 4, 5, 6)
+    z, mu, logvar = gp(torch.randn(2, 8, 5, 6), torch.randn(2, 4, 5, 6), eps)
+    assert torch.allclose(z, mu + torch.exp(logvar / 2) * eps)
+
+
+def test_kl_against_hand_computation():
+    mu = torch.tensor([[0.5, -1.0], [0.0, 2.0]])
+    logvar = torch.tensor([[0.0, 1.0], [-1.0, 0.5]])
+    per_element = [0.5 * (m * m + v.exp() - 1 - v) for m, v in zip(mu.flatten(), logvar.flatten())]
+    assert kl_criterion(mu, logvar, batch_size=2).item() == pytest.approx(sum(per_element).item() / 2, rel=1e-6)
+    assert kl_criterion(torch.zeros(3, 4), torch.zeros(3, 4), 3).item() == 0

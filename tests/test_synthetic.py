@@ -1,0 +1,268 @@
+import hashlib
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+import synthetic  # noqa: E402
+
+TINY = dict(train_videos=2, train_frames=5, val_frames=4, test_sequences=1, test_frames=4, workers=1)
+
+
+def file_hashes(root):
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(root).rglob("*")) if p.is_file()}
+
+
+def load(path):
+    return np.asarray(Image.open(path))
+
+
+@pytest.fixture(scope="module")
+def small_root(tmp_path_factory):
+    return synthetic.generate(tmp_path_factory.mktemp("small") / "data", seed=0, small=True)
+
+
+# -----------------------------------------------------------------------------
+# layout
+
+def test_small_preset_layout(small_root):
+    cfg = synthetic.make_config(small=True)
+    n_train = cfg.train_videos * cfg.train_frames
+    names = lambda folder: sorted(p.name for p in (small_root / folder).iterdir())
+    assert sorted(p.name for p in small_root.iterdir()) == [".complete", ".synthetic", "test", "train", "val"]
+    assert names("train") == ["train_img", "train_label"]
+    assert names("val") == ["val_img", "val_label"]
+    assert names("test") == ["test_gt", "test_img", "test_label"]
+    for folder, n in (("train/train_img", n_train), ("train/train_label", n_train),
+                      ("val/val_img", cfg.val_frames), ("val/val_label", cfg.val_frames)):
+        assert names(folder) == sorted(f"{i}.png" for i in range(n))
+    sequences = [str(i) for i in range(cfg.test_sequences)]
+    for kind in ("test_img", "test_label", "test_gt"):
+        assert names(f"test/{kind}") == sequences
+    for i in sequences:
+        assert names(f"test/test_img/{i}") == ["frame0.png"]
+        for kind in ("test_label", "test_gt"):
+            assert names(f"test/{kind}/{i}") == sorted(f"frame{n}.png" for n in range(cfg.test_frames))
+    for path in small_root.rglob("*.png"):
+        with Image.open(path) as image:
+            assert (image.mode, image.size) == ("RGB", (cfg.width, cfg.height)), path
+    assert synthetic.is_complete(small_root)
+
+
+def test_test_sequence_starts_at_its_first_frame(small_root):
+    test = small_root / "test"
+    for i in range(synthetic.make_config(small=True).test_sequences):
+        first = (test / f"test_img/{i}/frame0.png").read_bytes()
+        assert (test / f"test_gt/{i}/frame0.png").read_bytes() == first
+        # label 0 is the skeleton of that first frame: re-render both from the public functions
+        person, dance = synthetic.sample_video(0, "test", i)
+        frame, label, _ = synthetic.render(person, synthetic.pose_at(person, dance, 0))
+        assert np.array_equal(load(test / f"test_img/{i}/frame0.png"), np.asarray(frame))
+        assert np.array_equal(load(test / f"test_label/{i}/frame0.png"), np.asarray(label))
+        assert not np.array_equal(load(test / f"test_label/{i}/frame1.png"), np.asarray(label))
+
+
+def test_train_videos_are_consecutive_index_ranges(small_root):
+    cfg = synthetic.make_config(small=True)
+    for v in range(cfg.train_videos):
+        person, dance = synthetic.sample_video(0, "train", v)
+        t = cfg.train_frames - 1
+        frame, label, _ = synthetic.render(person, synthetic.pose_at(person, dance, t))
+        n = v * cfg.train_frames + t
+        assert np.array_equal(load(small_root / f"train/train_img/{n}.png"), np.asarray(frame))
+        assert np.array_equal(load(small_root / f"train/train_label/{n}.png"), np.asarray(label))
+
+# -----------------------------------------------------------------------------
+# determinism
+
+def test_same_seed_is_byte_identical_whatever_the_workers(tmp_path):
+    a = file_hashes(synthetic.generate(tmp_path / "a", seed=0, **TINY))
+    b = file_hashes(synthetic.generate(tmp_path / "b", seed=0, **{**TINY, "workers": 2}))
+    c = file_hashes(synthetic.generate(tmp_path / "c", seed=1, **TINY))
+    assert a == b
+    assert a.keys() == c.keys()
+    pngs = [k for k in a if k.endswith(".png")]
+    assert all(a[k] != c[k] for k in pngs if k.startswith("train/train_img"))
+
+
+def test_videos_have_different_people_and_rooms():
+    frames = [np.asarray(synthetic.render(p, synthetic.pose_at(p, d, 0))[0]).astype(int)
+              for p, d in (synthetic.sample_video(0, split, i) for split, i in (("train", 0), ("train", 1), ("val", 0), ("test", 0)))]
+    for i in range(len(frames)):
+        for j in range(i):
+            assert np.abs(frames[i] - frames[j]).mean() > 5
+
+# -----------------------------------------------------------------------------
+# labels and motion
+
+def dilate(mask, radius):
+    out = mask.copy()
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            out |= np.roll(np.roll(mask, dy, 0), dx, 1)
+    return out
+
+
+def test_skeleton_lies_on_the_figure():
+    rng = np.random.default_rng(123)
+    for _ in range(20):
+        split = ["train", "val", "test"][rng.integers(3)]
+        person, dance = synthetic.sample_video(int(rng.integers(100)), split, int(rng.integers(10)))
+        pose = synthetic.pose_at(person, dance, int(rng.integers(630)))
+        frame, label, mask = synthetic.render(person, pose)
+        assert mask.shape == (64, 128) and mask.dtype == bool
+        assert 0.02 < mask.mean() < 0.3  # a person, not nothing and not the whole frame
+        skeleton = (255 - np.asarray(label).astype(int)).max(-1) > 80
+        assert skeleton.sum() > 60
+        assert (skeleton & dilate(mask, 2)).sum() >= 0.95 * skeleton.sum()
+        # and the figure really is drawn where the mask says
+        background = np.asarray(synthetic.background(person.scene, (64, 128), 4).reduce(4)).astype(int)
+        changed = np.abs(np.asarray(frame).astype(int) - background).max(-1) > 10
+        assert changed[~dilate(mask, 1)].mean() < 0.01
+        assert changed[mask].mean() > 0.5
+
+
+def test_figure_stays_inside_the_frame():
+    for i in range(8):
+        person, dance = synthetic.sample_video(7, "train", i)
+        poses = np.stack([synthetic.pose_at(person, dance, t) for t in range(0, 630, 2)])
+        assert poses[..., 0].min() > 1 and poses[..., 0].max() < 127
+        assert poses[..., 1].min() > 1 and poses[..., 1].max() < 63
+        assert np.ptp(poses[:, 0, 0]) > 3  # it does move around
+
+
+def test_motion_is_smooth_but_real():
+    person, dance = synthetic.sample_video(0, "val", 0)
+    frames = [np.asarray(synthetic.render(person, synthetic.pose_at(person, dance, t))[0]).astype(float)
+              for t in range(0, 90)]
+    step = [np.abs(frames[t + 1] - frames[t]).mean() for t in range(40)]
+    apart = [np.abs(frames[t + 50] - frames[t]).mean() for t in range(40)]
+    assert min(step) > 0
+    assert np.mean(step) < 3
+    assert np.mean(apart) > 3 * np.mean(step)
+    poses = np.stack([synthetic.pose_at(person, dance, t) for t in range(630)])
+    assert np.abs(np.diff(poses, axis=0)).max() < 6  # pixels per frame: no jumps
+
+# -----------------------------------------------------------------------------
+# atomic writing
+
+class Killed(Exception):
+    pass
+
+
+def die_after(monkeypatch, n):
+    real, calls = synthetic.save_png, [0]
+    def save_png(image, path):
+        calls[0] += 1
+        if calls[0] > n:
+            raise Killed
+        real(image, path)
+    monkeypatch.setattr(synthetic, "save_png", save_png)
+
+
+def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
+    root = tmp_path / "data"
+    die_after(monkeypatch, 7)
+    with pytest.raises(Killed):
+        synthetic.generate(root, **TINY)
+    assert not root.exists() and not synthetic.is_complete(root)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    logs = []
+    assert synthetic.ensure_dataset(root, log=logs.append, **TINY) == root
+    assert synthetic.is_complete(root) and "first use" in logs[0]
+
+
+def test_killed_generator_is_cleaned_up_by_the_next_run(tmp_path):
+    root = tmp_path / "data"
+    script = textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {str(REPO)!r})
+        import synthetic
+        real, calls = synthetic.save_png, [0]
+        def save_png(image, path):
+            calls[0] += 1
+            if calls[0] > 7:
+                os._exit(3)  # no cleanup, like kill -9
+            real(image, path)
+        synthetic.save_png = save_png
+        synthetic.generate({str(root)!r}, **{TINY!r})
+    """)
+    assert subprocess.run([sys.executable, "-c", script]).returncode == 3
+    leftovers = list(tmp_path.iterdir())
+    assert not root.exists() and len(leftovers) == 1 and ".partial-" in leftovers[0].name
+    assert not synthetic.is_complete(leftovers[0])
+    synthetic.ensure_dataset(root, log=lambda msg: None, **TINY)
+    assert synthetic.is_complete(root)
+    assert list(tmp_path.iterdir()) == [root]
+
+
+def test_stamped_folder_without_marker_is_regenerated(tmp_path):
+    root = synthetic.generate(tmp_path / "data", **TINY)
+    (root / synthetic.MARKER).unlink()
+    (root / "val/val_img/0.png").unlink()
+    assert not synthetic.is_complete(root)
+    logs = []
+    synthetic.ensure_dataset(root, log=logs.append, **TINY)
+    assert synthetic.is_complete(root) and "incomplete" in logs[0]
+
+
+def test_missing_file_makes_dataset_incomplete(tmp_path):
+    root = synthetic.generate(tmp_path / "data", **TINY)
+    (root / "test/test_gt/0/frame3.png").unlink()
+    assert not synthetic.is_complete(root)
+    synthetic.ensure_dataset(root, log=lambda msg: None, **TINY)
+    assert (root / "test/test_gt/0/frame3.png").exists() and synthetic.is_complete(root)
+
+
+def test_user_folder_is_never_touched(tmp_path):
+    root = tmp_path / "my_lab4_data"
+    (root / "train/train_img").mkdir(parents=True)
+    (root / "train/train_img/0.png").write_bytes(b"precious")
+    with pytest.raises(ValueError, match=str(root)):
+        synthetic.ensure_dataset(root, **TINY)
+    with pytest.raises(ValueError, match=str(root)):
+        synthetic.generate(root, **TINY)
+    assert (root / "train/train_img/0.png").read_bytes() == b"precious"
+
+
+def test_complete_dataset_is_not_regenerated(tmp_path, monkeypatch):
+    root = synthetic.generate(tmp_path / "data", **TINY)
+    before = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
+    def fail(*args, **kwargs):
+        raise AssertionError("regenerated a complete dataset")
+    monkeypatch.setattr(synthetic, "generate", fail)
+    logs = []
+    assert synthetic.ensure_dataset(root, log=logs.append, **TINY) == root
+    assert logs == []
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == before
+
+
+def test_generate_replaces_its_own_dataset(tmp_path):
+    root = synthetic.generate(tmp_path / "data", seed=0, **TINY)
+    old = file_hashes(root)
+    synthetic.generate(root, seed=1, **TINY)
+    assert synthetic.is_complete(root) and file_hashes(root) != old
+    assert list(tmp_path.iterdir()) == [root]
+
+# -----------------------------------------------------------------------------
+# command line and contact sheet
+
+def test_cli_writes_dataset_and_contact_sheet(tmp_path, capsys):
+    root, sheet = tmp_path / "data", tmp_path / "sheet.png"
+    synthetic.main(["--root", str(root), "--small", "--contact_sheet", str(sheet)])
+    assert synthetic.is_complete(root)
+    out = capsys.readouterr().out
+    assert str(root) in out and str(sheet) in out
+    from_root = np.asarray(Image.open(sheet))
+    assert from_root.shape == (2 * (2 * 64 + 2), 2 * (6 * 128 + 5 * 2), 3)
+    # rendering the sheet without a dataset gives the same picture
+    synthetic.contact_sheet({"seed": 0, "small": True}, tmp_path / "params.png")
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "params.png")), from_root)

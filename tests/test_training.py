@@ -1,0 +1,265 @@
+"""The training loss, schedules and the Trainer program end to end (tiny dims on CPU)."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import checkpoint
+import Trainer
+from conftest import TINY, moving_square
+from model import VAE_Model
+from schedules import kl_annealing, next_tfr, use_teacher_forcing
+
+
+def run_args(data, save_root, *extra):
+    return ["--DR", str(data), *TINY, "--train_vi_len", "4", "--val_vi_len", "12", "--batch_size", "2",
+            "--device", "cpu", "--save_root", str(save_root), "--gif_every", "0", *extra]
+
+
+def clip(B=2, T=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(B, T, 3, 16, 24, generator=g), torch.rand(B, T, 3, 16, 24, generator=g)
+
+
+# -- the loss -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("per_frame", [True, False])
+@pytest.mark.parametrize("teacher_forcing", [True, False])
+def test_every_frame_reaches_the_loss(per_frame, teacher_forcing):
+    model = VAE_Model(8, 4, 4, 8)
+    img, label = clip()
+    loss, mse, kl, preds = model.clip_loss(img, label, 1.0, teacher_forcing, per_frame=per_frame)
+    preds.retain_grad()
+    loss.backward()
+    assert preds.shape == (2, 4, 3, 16, 24)
+    per_frame_grad = preds.grad.abs().flatten(2).sum(-1)  # [B, T-1]
+    assert (per_frame_grad > 0).all(), "a frame's prediction gets no gradient from the loss"
+    expected_mse = sum(torch.nn.functional.mse_loss(preds[:, t], img[:, t + 1]) for t in range(4))
+    assert mse.item() == pytest.approx(expected_mse.item(), rel=1e-6)
+    assert loss.item() == pytest.approx(mse.item() + kl.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("teacher_forcing", [True, False])
+def test_batched_over_time_equals_frame_by_frame_in_eval_mode(teacher_forcing):
+    model = VAE_Model(8, 4, 4, 8).eval()
+    img, label = clip()
+    eps = torch.randn(2, 4, 4, 16, 24)
+    a = model.clip_loss(img, label, 0.5, teacher_forcing, per_frame=True, eps=eps)
+    b = model.clip_loss(img, label, 0.5, teacher_forcing, per_frame=False, eps=eps)
+    for x, y in zip(a, b):
+        assert torch.allclose(x, y, atol=1e-4), (x, y)
+
+
+def test_detach_prev_cuts_the_gradient_through_predictions():
+    model = VAE_Model(8, 4, 4, 8)
+    img, label = clip(T=3)
+    _, _, _, preds = model.clip_loss(img, label, 1.0, teacher_forcing=False, detach_prev=True)
+    grad_first = torch.autograd.grad(preds[:, 1].sum(), preds, retain_graph=True, allow_unused=True)[0]
+    assert grad_first is None or grad_first[:, 0].abs().sum() == 0
+    _, _, _, preds = model.clip_loss(img, label, 1.0, teacher_forcing=False, detach_prev=False)
+    # without detaching, frame 2 depends on the prediction of frame 1 through the frame encoder
+    first = model.Generator[-1].bias
+    assert torch.autograd.grad(preds[:, 1].sum(), first)[0].abs().sum() > 0
+
+
+def test_loss_falls_on_a_fixed_batch():
+    torch.manual_seed(0)
+    model = VAE_Model(8, 4, 4, 8)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    frames, labels = moving_square(8, size=(16, 24))
+    img = torch.tensor(np.stack(frames)).permute(0, 3, 1, 2).float().div(255).view(2, 4, 3, 16, 24)
+    label = torch.tensor(np.stack(labels)).permute(0, 3, 1, 2).float().div(255).view(2, 4, 3, 16, 24)
+    losses = []
+    for _ in range(40):
+        loss, *_ = model.clip_loss(img, label, 1e-4, teacher_forcing=True)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses[::8]
+
+
+# -- schedules ------------------------------------------------------------------------------
+
+def betas(annealer, n):
+    out = []
+    for _ in range(n):
+        out.append(round(annealer.get_beta(), 6))
+        annealer.update()
+    return out
+
+
+def test_cyclical_table():
+    assert betas(kl_annealing("Cyclical", 10, 1.0), 12) == [0, .1, .2, .3, .4, .5, .6, .7, .8, .9, 0, .1]
+    assert betas(kl_annealing("Cyclical", 4, 0.5), 9) == [0, .5, 1, 1, 0, .5, 1, 1, 0]
+
+
+def test_monotonic_and_none_tables():
+    assert betas(kl_annealing("Monotonic", 4, 0.5), 5) == [0, .5, 1, 1, 1]
+    assert betas(kl_annealing("Monotonic", 10, 1.0), 12) == [0, .1, .2, .3, .4, .5, .6, .7, .8, .9, 1, 1]
+    assert betas(kl_annealing("None", 10, 1.0), 3) == [1, 1, 1]
+    assert betas(kl_annealing("Without", 10, 1.0), 2) == [1, 1]
+    with pytest.raises(ValueError, match="kl_anneal_type"):
+        kl_annealing("Linear")
+
+
+def test_teacher_forcing_decay_table():
+    tfr, table = 1.0, []
+    for epoch in range(7):
+        tfr = next_tfr(tfr, epoch, tfr_sde=2, tfr_d_step=0.3)
+        table.append(round(tfr, 6))
+    assert table == [1.0, 1.0, 0.7, 0.4, 0.1, 0.0, 0.0]
+
+
+def test_teacher_forcing_draw_is_reproducible_and_has_the_right_rate():
+    draws = [use_teacher_forcing(0.3, 1, 0, step) for step in range(4000)]
+    assert draws == [use_teacher_forcing(0.3, 1, 0, step) for step in range(4000)]
+    assert abs(sum(draws) / 4000 - 0.3) < 0.03
+    assert all(use_teacher_forcing(1.0, 1, 0, s) for s in range(50))
+    assert not any(use_teacher_forcing(0.0, 1, 0, s) for s in range(50))
+
+
+def test_lr_follows_multistep():
+    args = Trainer.parse_args([])
+    assert [lr_ / 1e-3 for lr_ in (Trainer.lr_at(args, e) for e in range(7))] == \
+        pytest.approx([1, 1, .1, .1, .1, .01, .01])
+
+
+def test_course_flags_and_defaults():
+    a = Trainer.parse_args([])
+    assert (a.batch_size, a.lr, a.num_epoch, a.per_save, a.train_vi_len, a.val_vi_len) == (2, 1e-3, 70, 3, 16, 630)
+    assert (a.F_dim, a.L_dim, a.N_dim, a.D_out_dim, a.frame_H, a.frame_W) == (128, 32, 12, 192, 32, 64)
+    assert (a.tfr, a.tfr_sde, a.tfr_d_step, a.kl_anneal_type, a.kl_anneal_cycle) == (1.0, 10, 0.1, "Cyclical", 10)
+    assert (a.fast_partial, a.fast_train_epoch, a.num_workers) == (0.4, 5, 4)
+    assert Trainer.parse_args(["--kl_anneal_type", "Without"]).kl_anneal_type == "None"
+    q = Trainer.parse_args(["--preset", "quick", "--batch_size", "2"])
+    assert q.batch_size == 2 and q.F_dim == Trainer.PRESETS["quick"]["F_dim"]
+
+
+# -- the program ----------------------------------------------------------------------------
+
+def test_end_to_end_writes_every_output(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    Trainer.main(run_args(tiny_data, out, "--num_epoch", "2", "--per_save", "1", "--gif_every", "1"))
+    for name in ("args.json", "history.csv", "last.ckpt", "best.ckpt", "epoch=0.ckpt", "epoch=1.ckpt",
+                 "loss.png", "schedule.png", "psnr_per_frame.png", "val_epoch=0.gif", "val_epoch=1.gif"):
+        assert (out / name).is_file(), name
+    rows = (out / "history.csv").read_text().splitlines()
+    assert rows[0].split(",") == Trainer.HISTORY_FIELDS and len(rows) == 3
+    ckpt = torch.load(out / "last.ckpt", weights_only=True)  # plain types only
+    assert ckpt["epoch"] == 1 and ckpt["args"]["F_dim"] == 8 and "optimizer" in ckpt and "rng" in ckpt
+    assert ckpt["kl_anneal"]["epoch"] == 2
+    assert json.loads((out / "args.json").read_text())["N_dim"] == 4
+    assert not list(out.glob("*.tmp*"))
+
+
+def test_resume_is_bit_exact(tiny_data, tmp_path):
+    extra = ["--tfr", "0.5", "--tfr_sde", "0", "--milestones", "1", "3", "--kl_anneal_cycle", "2"]
+    Trainer.main(run_args(tiny_data, tmp_path / "a", "--num_epoch", "4", *extra))
+    Trainer.main(run_args(tiny_data, tmp_path / "b", "--num_epoch", "2", *extra))
+    Trainer.main(["--ckpt_path", str(tmp_path / "b" / "last.ckpt"), "--num_epoch", "2", "--device", "cpu"])
+    a = torch.load(tmp_path / "a" / "last.ckpt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "last.ckpt", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 3
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    assert a["tfr"] == b["tfr"] and a["kl_anneal"] == b["kl_anneal"]
+    history_a = (tmp_path / "a" / "history.csv").read_text().splitlines()
+    history_b = (tmp_path / "b" / "history.csv").read_text().splitlines()
+    strip_seconds = lambda rows: [r.rsplit(",", 1)[0] for r in rows]  # noqa: E731
+    assert strip_seconds(history_a) == strip_seconds(history_b)
+
+
+def test_resume_with_other_architecture_names_the_flag(tiny_data, tmp_path):
+    Trainer.main(run_args(tiny_data, tmp_path / "a", "--num_epoch", "1"))
+    with pytest.raises(checkpoint.CheckpointError, match="--F_dim 16 differs"):
+        Trainer.main(["--ckpt_path", str(tmp_path / "a" / "last.ckpt"), "--F_dim", "16", "--num_epoch", "1"])
+
+
+def test_changed_kl_flags_start_a_new_stage(tiny_data, tmp_path, capsys):
+    Trainer.main(run_args(tiny_data, tmp_path / "a", "--num_epoch", "2", "--kl_anneal_type", "Monotonic"))
+    Trainer.main(["--ckpt_path", str(tmp_path / "a" / "last.ckpt"), "--num_epoch", "1", "--device", "cpu",
+                  "--kl_anneal_type", "Cyclical", "--kl_anneal_cycle", "4", "--kl_anneal_ratio", "0.5"])
+    captured = capsys.readouterr()
+    assert "a new annealing stage starts" in captured.out + captured.err
+    ckpt = torch.load(tmp_path / "a" / "last.ckpt", weights_only=True)
+    assert ckpt["epoch"] == 2 and ckpt["kl_anneal"] == {"settings": ["Cyclical", 4, 0.5], "epoch": 1}
+    rows = (tmp_path / "a" / "history.csv").read_text().splitlines()
+    assert [r.split(",")[4] for r in rows[1:]] == ["0.0", "0.1", "0.0"]  # beta: Monotonic 0, 0.1, new stage 0
+
+
+def test_course_checkpoint_loads_as_weights(tiny_data, tmp_path, capsys):
+    model = VAE_Model(8, 4, 4, 8, output_activation="none")
+    torch.save({"state_dict": model.state_dict(), "optimizer": model.state_dict(), "lr": 1e-3, "tfr": 1.0,
+                "last_epoch": 5}, tmp_path / "course.ckpt")
+    Trainer.main(run_args(tiny_data, tmp_path / "r", "--num_epoch", "1", "--ckpt_path", str(tmp_path / "course.ckpt")))
+    captured = capsys.readouterr()
+    assert "course checkpoint" in captured.out + captured.err
+    assert torch.load(tmp_path / "r" / "last.ckpt", weights_only=True)["args"]["output_activation"] == "none"
+
+
+def test_non_finite_steps_are_skipped_counted_and_stop_the_run(tiny_data, tmp_path, monkeypatch):
+    real = VAE_Model.clip_loss
+    calls = {"n": 0}
+
+    def sometimes_nan(self, *a, **k):
+        calls["n"] += 1
+        loss, mse, kl, preds = real(self, *a, **k)
+        return (loss * math.nan if calls["n"] in poisoned else loss), mse, kl, preds
+
+    monkeypatch.setattr(VAE_Model, "clip_loss", sometimes_nan)
+    poisoned = {2, 3}
+    out = tmp_path / "r"
+    Trainer.main(run_args(tiny_data, out, "--num_epoch", "1"))
+    row = (out / "history.csv").read_text().splitlines()[1].split(",")
+    assert row[Trainer.HISTORY_FIELDS.index("bad_steps")] == "2"
+    assert math.isfinite(float(row[Trainer.HISTORY_FIELDS.index("train_loss")]))
+    before = torch.load(out / "last.ckpt", weights_only=True)["state_dict"]
+    calls["n"], poisoned = 0, set(range(1, 100))
+    with pytest.raises(FloatingPointError, match="3 non-finite losses or gradients in a row"):
+        Trainer.main(["--ckpt_path", str(out / "last.ckpt"), "--num_epoch", "1", "--max_bad_steps", "3"])
+    after = torch.load(out / "last.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    checkpoint.save_atomic({"state_dict": {"w": torch.ones(3)}}, path)
+
+    def crash_mid_write(obj, f):
+        f.write(b"half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", crash_mid_write)
+    with pytest.raises(OSError, match="could not write checkpoint .*last.ckpt"):
+        checkpoint.save_atomic({"state_dict": {"w": torch.zeros(3)}}, path)
+    monkeypatch.undo()
+    assert torch.equal(checkpoint.load(path)["state_dict"]["w"], torch.ones(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+@pytest.mark.parametrize("content,expect", [(b"", "not a readable checkpoint"),
+                                            (b"garbage" * 50, "not a readable checkpoint")])
+def test_bad_checkpoint_is_one_line_error(tmp_path, content, expect):
+    path = tmp_path / "bad.ckpt"
+    path.write_bytes(content)
+    with pytest.raises(checkpoint.CheckpointError, match=expect) as e:
+        checkpoint.load(path)
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_truncated_and_foreign_checkpoints(tmp_path):
+    good = tmp_path / "good.ckpt"
+    torch.save({"state_dict": VAE_Model(8, 4, 4, 8).state_dict()}, good)
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(good.read_bytes()[:2000])
+    with pytest.raises(checkpoint.CheckpointError, match="truncated.ckpt: not a readable"):
+        checkpoint.load(truncated)
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"model": 1}, foreign)
+    with pytest.raises(checkpoint.CheckpointError, match="foreign.ckpt: not a posevae or course checkpoint"):
+        checkpoint.load(foreign)
+    with pytest.raises(checkpoint.CheckpointError, match="good.ckpt: weights do not fit .*--F_dim"):
+        checkpoint.load_weights(VAE_Model(16, 4, 4, 8), checkpoint.load(good)["state_dict"], good)
