@@ -68,6 +68,11 @@ def decode(path, frame_H, frame_W):
     try:
         with Image.open(path) as img:
             img.load()  # decode fully now, so a truncated file fails here, named
+            if img.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N"):
+                # 16-bit grayscale (PNG colour type 0, depth 16): PIL's convert would clip every
+                # value above 255 to white; keep the high byte, as PIL does for 16-bit RGB PNGs
+                gray = np.asarray(img).astype(np.int64).clip(0, 65535) >> 8
+                img = Image.fromarray(gray.astype(np.uint8), "L")
             img = img.convert("RGB")
     except Exception as e:
         raise DatasetError(f"cannot read image {path}: {e}") from e
@@ -82,13 +87,16 @@ def decode(path, frame_H, frame_W):
 def cache_key(files, frame_H, frame_W):
     h = hashlib.sha256(f"v{CACHE_VERSION} {frame_H}x{frame_W}\n".encode())
     for p in files:
-        st = os.stat(p)
+        try:
+            st = os.stat(p)
+        except OSError as e:  # e.g. a dangling symlink
+            raise DatasetError(f"cannot read image {p}: {e}") from e
         h.update(f"{Path(p).resolve()}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:24]
 
 
 def cache_dir_for(root):
-    """DR/.cache when writable, else a user cache folder."""
+    """DR/.cache when writable, else a user cache folder; None (no disk cache) if neither is."""
     preferred = Path(root) / ".cache"
     try:
         preferred.mkdir(exist_ok=True)
@@ -96,10 +104,16 @@ def cache_dir_for(root):
             return preferred
     except OSError:
         pass
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "posevae"
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    # the XDG spec: an empty or relative XDG_CACHE_HOME is invalid and must be ignored
+    base = (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache") / "posevae"
     digest = hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:12]
     fallback = base / digest
-    fallback.mkdir(parents=True, exist_ok=True)
+    try:
+        fallback.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a cache we cannot write only costs time
+        print(f"note: no writable decode cache folder ({preferred}, {fallback}): {e}")
+        return None
     return fallback
 
 
@@ -169,6 +183,8 @@ class Dataset_Dance(Dataset):
             raise ValueError(f"mode must be 'train', 'val' or 'test', got {mode!r}")
         if video_len < 1:
             raise DatasetError(f"video_len must be >= 1, got {video_len}")
+        if not 0.0 <= partial <= 1.0:  # > 1 would index past the frames: short or empty clips
+            raise DatasetError(f"partial must be in [0, 1], got {partial}")
         self.root, self.mode, self.transform = Path(root), mode, transform
         self.video_len, self.partial = video_len, partial
         self.size = (frame_H, frame_W)
@@ -196,7 +212,8 @@ class Dataset_Dance(Dataset):
         for folder in (img_root, label_root):
             if not folder.is_dir():
                 raise DatasetError(f"missing folder: {folder}")
-        names = sorted((p.name for p in img_root.iterdir() if p.is_dir()), key=_sequence_order)
+        names = sorted((p.name for p in img_root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                       key=_sequence_order)  # hidden folders (.ipynb_checkpoints, ...) are no sequences
         if not names:
             raise DatasetError(f"{img_root} has no sequence folders")
         first_files, label_files = [], []
@@ -236,7 +253,7 @@ class Dataset_Dance(Dataset):
 
 
 def _sequence_order(name):
-    return (0, int(name), name) if name.isdigit() else (1, 0, name)
+    return (0, int(name), name) if name.isdecimal() else (1, 0, name)  # isdigit: '²', int fails
 
 
 def load_test_gt(gt_root, names, video_len, frame_H, frame_W, cache_dir=None):

@@ -1,0 +1,117 @@
+"""Tester: batched rollouts, the submission CSV, GIFs, checkpoints it refuses."""
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+import checkpoint
+import Tester
+import Trainer
+from conftest import TINY, make_dataset
+from dataloader import DatasetError
+from media import submission_bytes, write_submission
+from model import VAE_Model, rollout_noise
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny epoch of training on a hand-made dataset: (data root, checkpoint)."""
+    root = tmp_path_factory.mktemp("tester")
+    data = make_dataset(root / "DR", n_test=3, test_len=10, style="frame")
+    Trainer.main(["--DR", str(data), *TINY, "--train_vi_len", "4", "--val_vi_len", "12", "--num_epoch", "1",
+                  "--device", "cpu", "--save_root", str(root / "run"), "--gif_every", "0"])
+    return data, root / "run" / "last.ckpt"
+
+
+def test_csv_format_and_chw_order(tmp_path):
+    S, T, C, H, W = 2, 3, 3, 4, 5
+    frames = (np.arange(S * T * C * H * W) * 7 % 256).astype(np.uint8).reshape(S, T, C, H, W)
+    write_submission(frames, tmp_path / "s.csv")
+    with open(tmp_path / "s.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["id"] + [str(i) for i in range(C * H * W)]
+    assert len(rows) == 1 + S * T
+    for r, row in enumerate(rows[1:]):
+        s, t = divmod(r, T)
+        assert int(row[0]) == r and len(row) == 1 + C * H * W
+        values = [int(v) for v in row[1:]]
+        assert all(0 <= v <= 255 for v in values)
+        for c, h, w in [(0, 0, 0), (2, 3, 4), (1, 2, 0), (0, 3, 1)]:
+            assert values[c * H * W + h * W + w] == frames[s, t, c, h, w]
+    assert rows[1][1:] == [str(v) for v in frames[0, 0].flatten()]
+
+
+def test_csv_of_extreme_values_round_trips():
+    frames = np.array([0, 9, 10, 99, 100, 255], np.uint8).reshape(1, 1, 1, 2, 3)
+    text = submission_bytes(frames).decode()
+    assert text == "id,0,1,2,3,4,5\n0,0,9,10,99,100,255\n"
+
+
+def test_batched_rollout_equals_one_at_a_time():
+    torch.manual_seed(0)
+    model = VAE_Model(8, 4, 4, 8).eval()
+    first, labels = torch.rand(3, 3, 16, 24), torch.rand(3, 21, 3, 16, 24)
+    batched = model.rollout(first, labels, rollout_noise(model, 5, [0, 1, 2], 0, 16, 24, "cpu"))
+    for i in range(3):
+        alone = model.rollout(first[i:i + 1], labels[i:i + 1], rollout_noise(model, 5, [i], 0, 16, 24, "cpu"))
+        assert torch.allclose(batched[i:i + 1], alone, atol=1e-5)
+    assert torch.equal(batched[:, 0], first)
+    other_seed = model.rollout(first, labels, rollout_noise(model, 6, [0, 1, 2], 0, 16, 24, "cpu"))
+    assert not torch.allclose(batched[:, 1:], other_seed[:, 1:])
+
+
+def run_tester(trained, out, *extra):
+    data, ckpt = trained
+    return Tester.main(["--ckpt_path", str(ckpt), "--DR", str(data), "--test_len", "10", "--device", "cpu",
+                        "--save_root", str(out), *extra])
+
+
+def test_end_to_end_files_first_row_and_determinism(trained, tmp_path):
+    frames = run_tester(trained, tmp_path / "a")
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert names == ["pred_seq0.gif", "pred_seq1.gif", "pred_seq2.gif", "psnr.csv", "psnr_per_frame.png",
+                     "submission.csv"]
+    rows = list(csv.reader(open(tmp_path / "a" / "submission.csv")))
+    assert len(rows) == 1 + 3 * 10 and len(rows[0]) == 1 + 3 * 32 * 64
+    from dataloader import decode
+    for s in range(3):
+        given = decode(trained[0] / "test" / "test_img" / str(s) / "frame0.png", 32, 64)
+        assert [int(v) for v in rows[1 + s * 10][1:]] == given.flatten().tolist()
+    assert frames.shape == (3, 10, 3, 32, 64) and frames.dtype == np.uint8
+    run_tester(trained, tmp_path / "b", "--no_gif")
+    assert (tmp_path / "a" / "submission.csv").read_bytes() == (tmp_path / "b" / "submission.csv").read_bytes()
+    assert not list((tmp_path / "b").glob("*.gif"))
+    run_tester(trained, tmp_path / "c", "--no_gif", "--seed", "7")
+    assert (tmp_path / "a" / "submission.csv").read_bytes() != (tmp_path / "c" / "submission.csv").read_bytes()
+
+
+def test_scores_against_gt_dir(trained, tmp_path):
+    data, _ = trained
+    run_tester(trained, tmp_path / "a", "--no_gif", "--gt_dir", str(data / "test" / "test_gt"))
+    rows = list(csv.reader(open(tmp_path / "a" / "psnr.csv")))
+    assert rows[0] == ["sequence", "psnr", "copy_first_frame_psnr"] and len(rows) == 4
+    assert all(0 < float(r[1]) < 100 for r in rows[1:])
+
+
+def test_too_few_labels_names_the_folder(trained, tmp_path):
+    data, ckpt = trained
+    with pytest.raises(DatasetError, match=r"test_label/0 has 10 pose labels, fewer than the 630"):
+        Tester.main(["--ckpt_path", str(ckpt), "--DR", str(data), "--device", "cpu", "--save_root", str(tmp_path)])
+
+
+def test_bad_checkpoints(trained, tmp_path):
+    data, ckpt = trained
+    truncated = tmp_path / "t.ckpt"
+    truncated.write_bytes(ckpt.read_bytes()[:5000])
+    with pytest.raises(checkpoint.CheckpointError, match="t.ckpt: not a readable checkpoint"):
+        run_tester((data, truncated), tmp_path / "x")
+    with pytest.raises(checkpoint.CheckpointError, match="--F_dim 16 differs"):
+        run_tester(trained, tmp_path / "x", "--F_dim", "16")
+    course = tmp_path / "course.ckpt"
+    torch.save({"state_dict": torch.load(ckpt, weights_only=True)["state_dict"]}, course)
+    with pytest.raises(checkpoint.CheckpointError, match="course.ckpt: weights do not fit"):
+        run_tester((data, course), tmp_path / "x")  # course widths by default: 128, 32, ...
+    run_tester((data, course), tmp_path / "y", "--no_gif", *TINY, "--output_activation", "sigmoid")
+    assert (tmp_path / "y" / "submission.csv").read_bytes() == \
+        (run_tester(trained, tmp_path / "z", "--no_gif") is not None and (tmp_path / "z" / "submission.csv").read_bytes())
