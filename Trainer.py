@@ -90,6 +90,8 @@ def build_parser():
     a("--detach_prev", action="store_true", help="do not back-propagate through the previous prediction")
     a("--per_frame", action="store_true",
       help="plain course loop, frame by frame (default: batch over time what does not need predictions)")
+    a("--zero_init_posterior", action="store_true",
+      help="start the posterior head at mu = logvar = 0, so the KL term does not swamp early training")
     a("--max_bad_steps", type=int, default=20, help="stop after this many non-finite losses in a row")
     a("--gif_every", type=int, default=1, help="validation GIF every N epochs (0: never)")
     return p

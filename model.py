@@ -17,7 +17,8 @@ def kl_criterion(mu, logvar, batch_size):
 
 
 class VAE_Model(nn.Module):
-    def __init__(self, F_dim=128, L_dim=32, N_dim=12, D_out_dim=192, output_activation="sigmoid"):
+    def __init__(self, F_dim=128, L_dim=32, N_dim=12, D_out_dim=192, output_activation="sigmoid",
+                 zero_init_posterior=False):
         super().__init__()
         check_dims(F_dim, L_dim, N_dim, D_out_dim)
         self.N_dim = N_dim
@@ -26,10 +27,14 @@ class VAE_Model(nn.Module):
         self.Gaussian_Predictor = Gaussian_Predictor(F_dim + L_dim, N_dim)
         self.Decoder_Fusion = Decoder_Fusion(F_dim + L_dim + N_dim, D_out_dim)
         self.Generator = Generator(D_out_dim, 3, output_activation)
+        if zero_init_posterior:  # mu = logvar = 0 at start: KL starts at 0 instead of thousands
+            nn.init.zeros_(self.Gaussian_Predictor[-1].weight)
+            nn.init.zeros_(self.Gaussian_Predictor[-1].bias)
 
     @classmethod
     def from_args(cls, args):
-        return cls(args.F_dim, args.L_dim, args.N_dim, args.D_out_dim, args.output_activation)
+        return cls(args.F_dim, args.L_dim, args.N_dim, args.D_out_dim, args.output_activation,
+                   getattr(args, "zero_init_posterior", False))
 
     def decode(self, prev_feat, label_feat, z):
         return self.Generator(self.Decoder_Fusion(prev_feat, label_feat, z))
