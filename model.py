@@ -11,6 +11,11 @@ from modules import (Decoder_Fusion, Gaussian_Predictor, Generator, Label_Encode
 ARCH_FLAGS = ("F_dim", "L_dim", "N_dim", "D_out_dim", "output_activation", "frame_H", "frame_W")
 
 
+def autocast(device, enabled):
+    """bf16 autocast (--amp) on the given device; a no-op context when disabled."""
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=enabled)
+
+
 def kl_criterion(mu, logvar, batch_size):
     """KL(N(mu, exp(logvar)) || N(0, I)), summed over the latent, averaged over the batch."""
     return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / batch_size
@@ -36,8 +41,9 @@ class VAE_Model(nn.Module):
         return cls(args.F_dim, args.L_dim, args.N_dim, args.D_out_dim, args.output_activation,
                    getattr(args, "zero_init_posterior", False))
 
-    def decode(self, prev_feat, label_feat, z):
-        return self.Generator(self.Decoder_Fusion(prev_feat, label_feat, z))
+    def decode(self, prev_frame, prev_feat, label_feat, z):
+        """x̂_t from the previous frame (its pixels matter only to --output_activation residual)."""
+        return self.Generator(self.Decoder_Fusion(prev_feat, label_feat, z), prev_frame)
 
     # -- training ---------------------------------------------------------------------------
 
@@ -57,6 +63,7 @@ class VAE_Model(nn.Module):
             preds, mus, logvars = self._frames_one_by_one(img, label, teacher_forcing, detach_prev, eps)
         else:
             preds, mus, logvars = self._frames_batched_over_time(img, label, teacher_forcing, detach_prev, eps)
+        preds, mus, logvars = preds.float(), mus.float(), logvars.float()  # the loss in fp32, also under --amp
         mse = sum(F.mse_loss(preds[:, t], img[:, t + 1]) for t in range(T - 1))
         kl = sum(kl_criterion(mus[:, t], logvars[:, t], B) for t in range(T - 1))
         return mse + beta * kl, mse, kl, preds
@@ -69,7 +76,7 @@ class VAE_Model(nn.Module):
             z, mu, logvar = self.Gaussian_Predictor(self.frame_transformation(img[:, t]), label_feat, eps[:, t - 1])
             if teacher_forcing:
                 prev = img[:, t - 1]
-            out = self.decode(self.frame_transformation(prev), label_feat, z)
+            out = self.decode(prev, self.frame_transformation(prev), label_feat, z)
             prev = out.detach() if detach_prev else out
             preds.append(out), mus.append(mu), logvars.append(logvar)
         return torch.stack(preds, 1), torch.stack(mus, 1), torch.stack(logvars, 1)
@@ -82,14 +89,15 @@ class VAE_Model(nn.Module):
         z, mu, logvar = self.Gaussian_Predictor(flat(frame_feat[:, 1:]), flat(label_feat), flat(eps))
         z, mu, logvar = (x.unflatten(0, (B, T - 1)) for x in (z, mu, logvar))
         if teacher_forcing:  # every previous frame is known: one parallel call over time
-            preds = self.decode(flat(frame_feat[:, :-1]), flat(label_feat), flat(z)).unflatten(0, (B, T - 1))
-            return preds, mu, logvar
-        preds, prev_feat = [], frame_feat[:, 0]
+            preds = self.decode(flat(img[:, :-1]), flat(frame_feat[:, :-1]), flat(label_feat), flat(z))
+            return preds.unflatten(0, (B, T - 1)), mu, logvar
+        preds, prev, prev_feat = [], img[:, 0], frame_feat[:, 0]
         for t in range(T - 1):
-            out = self.decode(prev_feat, label_feat[:, t], z[:, t])
+            out = self.decode(prev, prev_feat, label_feat[:, t], z[:, t])
             preds.append(out)
             if t < T - 2:
-                prev_feat = self.frame_transformation(out.detach() if detach_prev else out)
+                prev = out.detach() if detach_prev else out
+                prev_feat = self.frame_transformation(prev)
         return torch.stack(preds, 1), mu, logvar
 
     # -- rollout ----------------------------------------------------------------------------
@@ -106,8 +114,8 @@ class VAE_Model(nn.Module):
             label_feat = self.label_transformation(chunk.flatten(0, 1)).unflatten(0, chunk.shape[:2])
             for t in range(chunk.shape[1]):
                 z = noise.next()
-                prev = self.decode(self.frame_transformation(prev), label_feat[:, t], z)
-                frames.append(prev)
+                prev = self.decode(prev, self.frame_transformation(prev), label_feat[:, t], z)
+                frames.append(prev.float())
                 if progress is not None:
                     progress.update(B)
         return torch.stack(frames, 1)

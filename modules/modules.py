@@ -80,8 +80,13 @@ class Decoder_Fusion(nn.Sequential):
 
 
 class Generator(nn.Sequential):
-    """Decoder features -> RGB frame. output_activation 'sigmoid' keeps pixels in [0,1];
-    'none' is the course model, whose pixels may leave [0,1]."""
+    """Decoder features -> RGB frame. output_activation:
+    'sigmoid'  pixels in [0,1] (default for new runs);
+    'none'     the course model, whose pixels may leave [0,1];
+    'residual' a change to the previous frame: sigmoid(logit(x_{t-1}) + out). The last conv starts at
+               zero, so an untrained model copies the previous frame instead of drawing noise."""
+
+    ACTIVATIONS = ("sigmoid", "none", "residual")
 
     def __init__(self, input_nc, output_nc, output_activation="sigmoid"):
         d = input_nc
@@ -92,10 +97,17 @@ class Generator(nn.Sequential):
             DepthConvBlock(d // 8, d // 8),
             nn.Conv2d(d // 8, output_nc, kernel_size=1),
         )
-        if output_activation not in ("sigmoid", "none"):
-            raise ValueError(f"--output_activation must be 'sigmoid' or 'none', got {output_activation!r}")
+        if output_activation not in self.ACTIVATIONS:
+            raise ValueError(f"--output_activation must be one of {self.ACTIVATIONS}, got {output_activation!r}")
         self.output_activation = output_activation
+        if output_activation == "residual":
+            nn.init.zeros_(self[-1].weight)
+            nn.init.zeros_(self[-1].bias)
 
-    def forward(self, x):
+    def forward(self, x, prev_frame=None):
         out = super().forward(x)
-        return torch.sigmoid(out) if self.output_activation == "sigmoid" else out
+        if self.output_activation == "sigmoid":
+            return torch.sigmoid(out)
+        if self.output_activation == "residual":
+            return torch.sigmoid(torch.logit(prev_frame.float().clamp(0, 1), eps=1e-3).to(out.dtype) + out)
+        return out

@@ -115,3 +115,11 @@ def test_bad_checkpoints(trained, tmp_path):
     run_tester((data, course), tmp_path / "y", "--no_gif", *TINY, "--output_activation", "sigmoid")
     assert (tmp_path / "y" / "submission.csv").read_bytes() == \
         (run_tester(trained, tmp_path / "z", "--no_gif") is not None and (tmp_path / "z" / "submission.csv").read_bytes())
+
+
+def test_bf16_rollout_stays_within_0_3_db(trained, tmp_path):
+    run_tester(trained, tmp_path / "fp32", "--no_gif")
+    run_tester(trained, tmp_path / "bf16", "--no_gif", "--amp")
+    read = lambda p: [float(r[1]) for r in list(csv.reader(open(p / "psnr.csv")))[1:]]  # noqa: E731
+    fp32, bf16 = read(tmp_path / "fp32"), read(tmp_path / "bf16")
+    assert abs(sum(fp32) / len(fp32) - sum(bf16) / len(bf16)) < 0.3

@@ -41,15 +41,25 @@ def test_every_frame_reaches_the_loss(per_frame, teacher_forcing):
     assert loss.item() == pytest.approx(mse.item() + kl.item(), rel=1e-6)
 
 
+@pytest.mark.parametrize("activation", ["sigmoid", "residual"])
 @pytest.mark.parametrize("teacher_forcing", [True, False])
-def test_batched_over_time_equals_frame_by_frame_in_eval_mode(teacher_forcing):
-    model = VAE_Model(8, 4, 4, 8).eval()
+def test_batched_over_time_equals_frame_by_frame_in_eval_mode(teacher_forcing, activation):
+    model = VAE_Model(8, 4, 4, 8, output_activation=activation).eval()
+    torch.nn.init.normal_(model.Generator[-1].weight)  # residual starts at zero: make it matter
     img, label = clip()
     eps = torch.randn(2, 4, 4, 16, 24)
     a = model.clip_loss(img, label, 0.5, teacher_forcing, per_frame=True, eps=eps)
     b = model.clip_loss(img, label, 0.5, teacher_forcing, per_frame=False, eps=eps)
     for x, y in zip(a, b):
         assert torch.allclose(x, y, atol=1e-4), (x, y)
+
+
+def test_untrained_residual_model_copies_the_previous_frame():
+    from model import rollout_noise
+    model = VAE_Model(8, 4, 4, 8, output_activation="residual").eval()
+    first, labels = torch.rand(2, 3, 16, 24), torch.rand(2, 6, 3, 16, 24)
+    out = model.rollout(first, labels, rollout_noise(model, 0, [0, 1], 0, 16, 24, "cpu"))
+    assert (out - first[:, None]).abs().max() <= 1.001e-3  # exact up to the logit clamp at 1e-3
 
 
 def test_detach_prev_cuts_the_gradient_through_predictions():

@@ -1,0 +1,187 @@
+"""Plain path (what the course code does) against the fast path, same model and data, one process.
+
+    python scripts/benchmark.py [--device cuda] [--DR data/synthetic] [--F_dim 128 ...] [--json bench.json]
+
+plain: PNGs decoded every step, frame-by-frame loop, eager fp32, batch 2, test sequences one at a time.
+fast:  decoded uint8 cache on the device, work batched over time, bf16 autocast on CUDA, fused Adam,
+       all test sequences in one batch. Prints a table and one `ratio` line per figure (fast / plain).
+Timing only: no assertion. On CPU with tiny dims it checks that everything runs.
+"""
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import Trainer  # noqa: E402
+from dataloader import Dataset_Dance, decode, paired_files  # noqa: E402
+from model import VAE_Model, autocast, rollout_noise  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = Trainer.build_parser()
+    parser.description = __doc__
+    parser.add_argument("--json", default=None, help="also write the figures here")
+    parser.add_argument("--steps", type=int, default=20, help="timed training steps per configuration")
+    parser.add_argument("--big_batches", type=int, nargs="*", default=[8, 32], help="fast-path batch sizes to try")
+    parser.add_argument("--rollout_len", type=int, default=630)
+    parser.add_argument("--sequences", type=int, default=5)
+    args = parser.parse_args(argv)
+    args.explicit = set()
+    return args
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device, repeat=1):
+    sync(device)
+    t = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    sync(device)
+    return (time.perf_counter() - t) / repeat
+
+
+def reset_peak(device):
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_mb(device):
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
+
+
+def train_fps(model, batches, device, per_frame, amp, steps):
+    """Frames per second of training steps (optimizer included), after 3 warm-up steps."""
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True if device.type == "cuda" and not per_frame else None)
+
+    def step():
+        img, label = next(batches)
+        with autocast(device, amp):
+            loss, *_ = model.clip_loss(img, label, 1.0, True, per_frame=per_frame)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        return img.shape[0] * (img.shape[1] - 1)
+
+    for _ in range(3):
+        step()
+    reset_peak(device)
+    sync(device)
+    t, frames = time.perf_counter(), 0
+    for _ in range(steps):
+        frames += step()
+    sync(device)
+    return frames / (time.perf_counter() - t), peak_mb(device)
+
+
+def png_batches(frame_files, label_files, args, device, batch_size):
+    """The plain data path: decode the clip's PNGs every step."""
+    L, n_clips = args.train_vi_len, len(frame_files) // args.train_vi_len
+    rng = np.random.default_rng(0)
+    while True:
+        clips = rng.integers(0, n_clips, batch_size)
+        load = lambda files: torch.stack([torch.from_numpy(np.stack(  # noqa: E731
+            [decode(files[c * L + i], args.frame_H, args.frame_W) for i in range(L)])) for c in clips])
+        yield load(frame_files).to(device).float() / 255, load(label_files).to(device).float() / 255
+
+
+def cached_batches(sampler, batch_size, seed):
+    epoch = 0
+    while True:
+        yield from sampler.epoch_batches(1.0, batch_size, seed, epoch)
+        epoch += 1
+
+
+@torch.no_grad()
+def plain_rollout(model, first, labels, noise):
+    """The course's rollout: one sequence, the pose encoded frame by frame."""
+    prev = first
+    for t in range(1, labels.shape[1]):
+        label_feat = model.label_transformation(labels[:, t])
+        prev = model.decode(prev, model.frame_transformation(prev), label_feat, noise.next())
+    return prev
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    amp = device.type == "cuda"  # bf16 only where it is fast
+    torch.backends.cudnn.benchmark = device.type == "cuda"
+    if args.DR == Trainer.DEFAULT_DR:
+        import synthetic
+        synthetic.ensure_dataset(args.DR)
+    torch.manual_seed(args.seed)
+    model = VAE_Model.from_args(args).to(device)
+    train = Dataset_Dance(args.DR, mode="train", video_len=args.train_vi_len, frame_H=args.frame_H,
+                          frame_W=args.frame_W)
+    frame_files, label_files = paired_files(Path(args.DR) / "train" / "train_img", Path(args.DR) / "train" / "train_label")
+    sampler = Trainer.ClipSampler(train, device)
+    figures = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+               "torch": torch.__version__, "params": sum(p.numel() for p in model.parameters())}
+    rows = []
+
+    def record(name, plain, fast, unit, plain_mem=float("nan"), fast_mem=float("nan")):
+        figures[f"{name}_plain"], figures[f"{name}_fast"], figures[f"{name}_ratio"] = plain, fast, fast / plain
+        figures[f"{name}_plain_peak_mb"], figures[f"{name}_fast_peak_mb"] = plain_mem, fast_mem
+        rows.append((name, plain, fast, fast / plain, unit, plain_mem, fast_mem))
+
+    model.train()
+    plain, plain_mem = train_fps(model, png_batches(frame_files, label_files, args, device, 2), device, True, False,
+                                 args.steps)
+    fast, fast_mem = train_fps(model, cached_batches(sampler, 2, args.seed), device, False, amp, args.steps)
+    record("train_fps_batch2", plain, fast, "frames/s", plain_mem, fast_mem)
+    best_batch = (2, fast, fast_mem)
+    for b in args.big_batches:
+        fps, mem = train_fps(model, cached_batches(sampler, b, args.seed), device, False, amp, max(args.steps // 2, 3))
+        figures[f"train_fps_fast_batch{b}"] = fps
+        if fps > best_batch[1]:
+            best_batch = (b, fps, mem)
+    record(f"train_fps_best_batch{best_batch[0]}", plain, best_batch[1], "frames/s", plain_mem, best_batch[2])
+    figures["epoch_seconds_course_data_batch2"] = 23410 / fast
+
+    model.eval()
+    T, S = args.rollout_len, args.sequences
+    g = torch.Generator().manual_seed(0)
+    first = torch.rand(S, 3, args.frame_H, args.frame_W, generator=g).to(device)
+    labels = torch.rand(S, T, 3, args.frame_H, args.frame_W, generator=g).to(device)
+    noise = lambda ids: rollout_noise(model, 0, ids, 0, args.frame_H, args.frame_W, device)  # noqa: E731
+    for n in (1, S):
+        reset_peak(device)
+        t_plain = sum(timed(lambda: plain_rollout(model, first[i:i + 1], labels[i:i + 1], noise([i])), device)
+                      for i in range(n))
+        plain_mem = peak_mb(device)
+        reset_peak(device)
+
+        def fast_rollout():
+            with autocast(device, amp):
+                model.rollout(first[:n], labels[:n], noise(range(n)))
+
+        fast_rollout()  # warm-up
+        t_fast = timed(fast_rollout, device)
+        record(f"rollout_fps_{n}seq", n * (T - 1) / t_plain, n * (T - 1) / t_fast, "frames/s", plain_mem,
+               peak_mb(device))
+        figures[f"rollout_seconds_{n}seq_plain"], figures[f"rollout_seconds_{n}seq_fast"] = t_plain, t_fast
+
+    print(f"device {figures['device']} | torch {figures['torch']} | {figures['params']:,} parameters | "
+          f"bf16 {'on' if amp else 'off'} in the fast path")
+    print(f"{'figure':28s} {'plain':>10s} {'fast':>10s} {'ratio':>7s}  unit      peak MB plain/fast")
+    for name, p, f, r, unit, pm, fm in rows:
+        print(f"{name:28s} {p:10.1f} {f:10.1f} {r:7.2f}  {unit:9s} {pm:.0f}/{fm:.0f}")
+    for name, p, f, r, *_ in rows:
+        print(f"{name}_ratio: {r:.2f}")
+    print(f"course epoch (23,410 frames, batch 2) extrapolated: {figures['epoch_seconds_course_data_batch2']:.0f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))
+    return figures
+
+
+if __name__ == "__main__":
+    main()
