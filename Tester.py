@@ -111,7 +111,7 @@ def main(argv=None):
             panels = [frames[i]] + ([gt[i]] if gt is not None else []) + [test.labels[i]]
             media.write_gif(media.side_by_side(*panels), save_root / f"pred_seq{name}.gif")
     if gt is not None:
-        score(pred, gt, test.sequence_names, save_root)
+        score(torch.from_numpy(frames).float() / 255, gt, test.sequence_names, save_root)  # what the CSV holds
     now = time.time()
     print(f"{S} sequences x {T} frames in {now - work_start:.1f} s (process {now - PROCESS_START:.1f} s) "
           f"-> {save_root}/submission.csv" + ("" if args.no_gif else ", pred_seq<i>.gif"))
@@ -121,5 +121,5 @@ def main(argv=None):
 if __name__ == "__main__":
     try:
         main()
-    except (DatasetError, checkpoint.CheckpointError, ValueError) as e:
+    except (DatasetError, checkpoint.CheckpointError, ValueError, OSError) as e:
         sys.exit(f"error: {e}")

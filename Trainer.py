@@ -38,8 +38,8 @@ PRESETS = {
 }
 
 # Not inherited from a checkpoint on resume: they describe this invocation, not the run.
-PER_INVOCATION = {"ckpt_path", "num_epoch", "device", "gpu", "num_workers", "test", "save_root", "preset",
-                  "store_visualization"}
+PER_INVOCATION = {"ckpt_path", "num_epoch", "device", "gpu", "num_workers", "test", "save_root",
+                  "store_visualization", "amp"}
 
 HISTORY_FIELDS = ["epoch", "train_loss", "train_mse", "train_kl", "beta", "tfr", "lr", "bad_steps",
                   "val_mse", "val_psnr", "copy_psnr", "seconds"]
@@ -74,7 +74,7 @@ def build_parser():
     a("--tfr_sde", type=int, default=10, help="epoch from which the teacher-forcing ratio decays")
     a("--tfr_d_step", type=float, default=0.1, help="teacher-forcing decay per epoch")
     a("--ckpt_path", default=None, help="checkpoint to resume from (or a course checkpoint: weights only)")
-    a("--fast_train", action="store_true", help="use --fast_partial of the data for the first epochs")
+    a("--fast_train", action=argparse.BooleanOptionalAction, default=False, help="use --fast_partial of the data for the first epochs")
     a("--fast_partial", type=float, default=0.4)
     a("--fast_train_epoch", type=int, default=5)
     a("--kl_anneal_type", default="Cyclical", help="Cyclical, Monotonic or None (Without)")
@@ -89,10 +89,10 @@ def build_parser():
     a("--milestones", type=int, nargs="*", default=[2, 5], help="MultiStepLR epochs where lr *= gamma")
     a("--gamma", type=float, default=0.1)
     a("--grad_clip", type=float, default=1.0, help="gradient-norm clip (0: off)")
-    a("--detach_prev", action="store_true", help="do not back-propagate through the previous prediction")
-    a("--per_frame", action="store_true",
+    a("--detach_prev", action=argparse.BooleanOptionalAction, default=False, help="do not back-propagate through the previous prediction")
+    a("--per_frame", action=argparse.BooleanOptionalAction, default=False,
       help="plain course loop, frame by frame (default: batch over time what does not need predictions)")
-    a("--zero_init_posterior", action="store_true",
+    a("--zero_init_posterior", action=argparse.BooleanOptionalAction, default=False,
       help="start the posterior head at mu = logvar = 0, so the KL term does not swamp early training")
     a("--amp", action="store_true", help="bf16 autocast for training and validation (GPU)")
     a("--max_bad_steps", type=int, default=20, help="stop after this many non-finite losses in a row")
@@ -122,6 +122,9 @@ def parse_args(argv=None):
         if key not in args.explicit:
             setattr(args, key, value)
     args.kl_anneal_type = normalize_kl_type(args.kl_anneal_type)
+    for flag in ("batch_size", "per_save", "train_vi_len", "val_vi_len", "frame_H", "frame_W"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
     return args
 
 
@@ -134,7 +137,7 @@ def resolve_checkpoint(args, ckpt):
         return (f"{args.ckpt_path} is a course checkpoint: loading its weights only "
                 f"(architecture from the flags, --output_activation {args.output_activation})")
     saved = ckpt["args"]
-    for flag in ARCH_FLAGS:
+    for flag in (*ARCH_FLAGS, "optim"):
         if flag in args.explicit and flag in saved and getattr(args, flag) != saved[flag]:
             raise checkpoint.CheckpointError(
                 f"--{flag} {getattr(args, flag)} differs from the checkpoint's {saved[flag]} ({args.ckpt_path}); "
@@ -145,11 +148,20 @@ def resolve_checkpoint(args, ckpt):
     return f"resuming {args.ckpt_path} after epoch {ckpt['epoch']}"
 
 
-def make_save_root(args):
+def make_save_root(args, ckpt):
+    """--save_root; else the resumed run's own folder; else a new folder under runs/."""
     if args.save_root:
         return Path(args.save_root)
-    if args.ckpt_path:
-        return Path(args.ckpt_path).parent
+    if ckpt is not None and "args" in ckpt:
+        folder = Path(args.ckpt_path).parent
+        if args.test:
+            return folder / "validate"
+        latest = folder / "last.ckpt"
+        if latest.is_file() and not latest.samefile(args.ckpt_path) and checkpoint.load(latest)["epoch"] > ckpt["epoch"]:
+            raise checkpoint.CheckpointError(
+                f"{args.ckpt_path} is older than {latest}: resuming into {folder} would overwrite later "
+                f"checkpoints; give a new --save_root")
+        return folder
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     root = Path("runs") / f"{stamp}-{args.kl_anneal_type}"
     n = 1
@@ -160,7 +172,7 @@ def make_save_root(args):
 
 
 def load_data(args):
-    if args.DR == DEFAULT_DR:
+    if Path(args.DR).resolve() == Path(DEFAULT_DR).resolve():
         import synthetic
         synthetic.ensure_dataset(args.DR)
     train = Dataset_Dance(args.DR, mode="train", video_len=args.train_vi_len, partial=args.partial,
@@ -218,9 +230,8 @@ def train_one_epoch(model, optimizer, sampler, args, run, epoch):
         optimizer.zero_grad(set_to_none=True)
         if torch.isfinite(loss):
             loss.backward()
-            if args.grad_clip > 0:
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-            finite = args.grad_clip <= 0 or torch.isfinite(grad_norm)
+            max_norm = args.grad_clip if args.grad_clip > 0 else math.inf  # inf: only measure the norm
+            finite = torch.isfinite(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
         else:
             finite = False
         if not finite:  # skip the update, never hide it
@@ -275,7 +286,8 @@ def checkpoint_state(model, optimizer, args, run, epoch):
     a = run["annealer"]
     return {"state_dict": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
             "tfr": run["tfr"], "kl_anneal": {"settings": a.settings(), "epoch": a.epoch},
-            "best_psnr": run["best_psnr"], "args": saved_args, "rng": checkpoint.rng_state(),
+            "best_psnr": run["best_psnr"], "bad_in_a_row": run["bad_in_a_row"], "args": saved_args,
+            "rng": checkpoint.rng_state(next(model.parameters()).device),
             "torch_version": str(torch.__version__), "git_commit": checkpoint.git_commit()}
 
 
@@ -307,6 +319,8 @@ def restore_run(model, optimizer, ckpt, args, log):
     if "args" not in ckpt:
         return run, 0
     optimizer.load_state_dict(ckpt["optimizer"])
+    for group in optimizer.param_groups:  # fused kernels follow this run's device, not the checkpoint's
+        group["fused"] = True if group["params"][0].is_cuda else None
     if "tfr" not in args.explicit:
         run["tfr"] = ckpt["tfr"]
     if run["annealer"].settings() == list(ckpt["kl_anneal"]["settings"]):
@@ -315,7 +329,8 @@ def restore_run(model, optimizer, ckpt, args, log):
         log(f"KL annealing changed from {ckpt['kl_anneal']['settings']} to {run['annealer'].settings()}: "
             f"a new annealing stage starts at e = 0")
     run["best_psnr"] = ckpt.get("best_psnr", -math.inf)
-    checkpoint.set_rng_state(ckpt["rng"])
+    run["bad_in_a_row"] = ckpt.get("bad_in_a_row", 0)
+    checkpoint.set_rng_state(ckpt["rng"], optimizer.param_groups[0]["params"][0].device)
     return run, ckpt["epoch"] + 1
 
 
@@ -335,7 +350,7 @@ def main(argv=None):
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {n_params:,} parameters | device {device} | train {len(train_set.frames)} frames "
         f"({len(train_set)} clips of {args.train_vi_len}) | val {len(val_set)} x {args.val_vi_len} frames")
-    save_root = make_save_root(args)
+    save_root = make_save_root(args, ckpt)
     save_root.mkdir(parents=True, exist_ok=True)
     if args.test:
         result = validate(model, val_set, args, device)
@@ -381,5 +396,5 @@ def main(argv=None):
 if __name__ == "__main__":
     try:
         main()
-    except (DatasetError, checkpoint.CheckpointError, FloatingPointError, ValueError) as e:
+    except (DatasetError, checkpoint.CheckpointError, FloatingPointError, ValueError, OSError) as e:
         sys.exit(f"error: {e}")

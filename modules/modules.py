@@ -109,5 +109,6 @@ class Generator(nn.Sequential):
         if self.output_activation == "sigmoid":
             return torch.sigmoid(out)
         if self.output_activation == "residual":
-            return torch.sigmoid(torch.logit(prev_frame.float().clamp(0, 1), eps=1e-3).to(out.dtype) + out)
+            # in fp32 even under --amp: bf16 would blur the copied frame a little at every step
+            return torch.sigmoid(torch.logit(prev_frame.float().clamp(0, 1), eps=1e-3) + out.float())
         return out

@@ -94,6 +94,8 @@ def png_batches(frame_files, label_files, args, device, batch_size):
 
 
 def cached_batches(sampler, batch_size, seed):
+    if sampler.num_clips(1.0) < batch_size:
+        raise SystemExit(f"only {sampler.num_clips(1.0)} training clips: drop batch {batch_size} from --big_batches")
     epoch = 0
     while True:
         yield from sampler.epoch_batches(1.0, batch_size, seed, epoch)

@@ -273,3 +273,21 @@ def test_truncated_and_foreign_checkpoints(tmp_path):
         checkpoint.load(foreign)
     with pytest.raises(checkpoint.CheckpointError, match="good.ckpt: weights do not fit .*--F_dim"):
         checkpoint.load_weights(VAE_Model(16, 4, 4, 8), checkpoint.load(good)["state_dict"], good)
+
+
+def test_resuming_an_older_checkpoint_never_overwrites_later_ones(tiny_data, tmp_path):
+    out = tmp_path / "a"
+    Trainer.main(run_args(tiny_data, out, "--num_epoch", "2", "--per_save", "1"))
+    before = (out / "last.ckpt").read_bytes()
+    with pytest.raises(checkpoint.CheckpointError, match="older than .*last.ckpt.*new --save_root"):
+        Trainer.main(["--ckpt_path", str(out / "epoch=0.ckpt"), "--num_epoch", "1"])
+    assert (out / "last.ckpt").read_bytes() == before
+    Trainer.main(["--ckpt_path", str(out / "epoch=0.ckpt"), "--num_epoch", "1", "--save_root", str(tmp_path / "b")])
+    assert torch.load(tmp_path / "b" / "last.ckpt", weights_only=True)["epoch"] == 1
+
+
+@pytest.mark.parametrize("flag", ["--per_save", "--batch_size", "--train_vi_len"])
+def test_counts_below_one_are_refused(flag, capsys):
+    with pytest.raises(SystemExit):
+        Trainer.parse_args([flag, "0"])
+    assert f"{flag} must be >= 1" in capsys.readouterr().err
