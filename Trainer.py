@@ -5,10 +5,12 @@
     python Trainer.py --ckpt_path runs/x/last.ckpt --num_epoch 10   # resume
 """
 import argparse
+import contextlib
 import csv
+import itertools
 import json
 import math
-import os
+import signal
 import sys
 import time
 from datetime import datetime
@@ -16,6 +18,11 @@ from pathlib import Path
 
 import torch
 from tqdm import tqdm
+
+try:
+    import fcntl
+except ImportError:  # Windows: no lock
+    fcntl = None
 
 import checkpoint
 import media
@@ -210,8 +217,10 @@ class ClipSampler:
         return self.frames[index].view(shape).float().div_(255), self.labels[index].view(shape).float().div_(255)
 
 
-def train_one_epoch(model, optimizer, sampler, args, run, epoch):
-    """One pass over the clips. Returns the epoch's mean loss, MSE and KL and its count of skipped steps."""
+def train_one_epoch(model, optimizer, sampler, args, run, epoch, stop):
+    """One pass over the clips, from run["in_epoch"]["step"] when resuming an interrupted epoch.
+    Returns the epoch's mean (loss, MSE, KL) and its count of skipped steps, or None when `stop` was
+    requested (by Ctrl-C or SIGTERM): then run["in_epoch"] holds the position to resume from."""
     model.train()
     partial = args.fast_partial if args.fast_train and epoch < args.fast_train_epoch else args.partial
     beta = run["annealer"].get_beta()
@@ -219,11 +228,11 @@ def train_one_epoch(model, optimizer, sampler, args, run, epoch):
     if steps == 0:
         raise DatasetError(f"{args.DR}: {sampler.num_clips(partial)} training clips of {args.train_vi_len} frames "
                            f"(partial {partial}) do not fill one batch of {args.batch_size}")
-    totals = torch.zeros(3, dtype=torch.float64)
-    good = bad = 0
-    bar = tqdm(sampler.epoch_batches(partial, args.batch_size, args.seed, epoch), total=steps,
-               desc=f"epoch {epoch}", ncols=120, leave=False, disable=None)
-    for step, (img, label) in enumerate(bar):
+    pos = run["in_epoch"] or {"epoch": epoch, "step": 0, "totals": [0.0, 0.0, 0.0], "good": 0, "bad": 0}
+    run["in_epoch"] = pos
+    batches = itertools.islice(sampler.epoch_batches(partial, args.batch_size, args.seed, epoch), pos["step"], None)
+    bar = tqdm(batches, total=steps, initial=pos["step"], desc=f"epoch {epoch}", ncols=120, leave=False, disable=None)
+    for step, (img, label) in enumerate(bar, start=pos["step"]):
         teacher_forcing = use_teacher_forcing(run["tfr"], args.seed, epoch, step)
         with autocast(img.device, args.amp):
             loss, mse, kl, _ = model.clip_loss(img, label, beta, teacher_forcing, args.detach_prev, args.per_frame)
@@ -234,22 +243,60 @@ def train_one_epoch(model, optimizer, sampler, args, run, epoch):
             finite = torch.isfinite(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
         else:
             finite = False
-        if not finite:  # skip the update, never hide it
-            bad += 1
+        if finite:
+            optimizer.step()
+            run["bad_in_a_row"] = 0
+            pos["good"] += 1
+            pos["totals"] = [t + v.item() for t, v in zip(pos["totals"], (loss, mse, kl))]
+            bar.set_postfix(loss=f"{loss.item():.4f}", beta=f"{beta:.2f}", tfr=f"{run['tfr']:.2f}",
+                            lr=f"{optimizer.param_groups[0]['lr']:.1e}", bad=pos["bad"])
+        else:  # skip the update, never hide it
+            pos["bad"] += 1
             run["bad_in_a_row"] += 1
             if run["bad_in_a_row"] >= args.max_bad_steps:
                 raise FloatingPointError(
                     f"stopping: {run['bad_in_a_row']} non-finite losses or gradients in a row (epoch {epoch}, "
                     f"step {step}); last.ckpt holds the last good epoch. Try a lower --lr.")
-            continue
-        optimizer.step()
-        run["bad_in_a_row"] = 0
-        good += 1
-        totals += torch.tensor([loss.item(), mse.item(), kl.item()], dtype=torch.float64)
-        bar.set_postfix(loss=f"{loss.item():.4f}", beta=f"{beta:.2f}", tfr=f"{run['tfr']:.2f}",
-                        lr=f"{optimizer.param_groups[0]['lr']:.1e}", bad=bad)
-    means = (totals / max(good, 1)).tolist() if good else [math.nan] * 3
-    return means, bad
+        pos["step"] = step + 1
+        if stop.requested:
+            return None
+    run["in_epoch"] = None
+    means = [t / pos["good"] for t in pos["totals"]] if pos["good"] else [math.nan] * 3
+    return means, pos["bad"]
+
+
+class StopRequest:
+    """Ctrl-C / SIGTERM: finish the current step, save, exit. A second signal exits at once."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __call__(self, signum, frame):
+        if self.requested:
+            raise SystemExit(f"{signal.Signals(signum).name} again: exiting at once")
+        self.requested = True
+        tqdm.write(f"{signal.Signals(signum).name}: finishing this step, then saving last.ckpt "
+                   f"(send it again to exit at once)")
+
+    def install(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self)
+
+
+@contextlib.contextmanager
+def locked(save_root):
+    """Refuse a second Trainer writing into the same folder. The OS drops the lock when its process
+    dies (even by kill -9), so a stale lock never blocks a resume."""
+    with open(save_root / ".lock", "w") as handle:
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise checkpoint.CheckpointError(f"another Trainer is writing to {save_root} (it holds "
+                                                 f"{save_root / '.lock'}); wait for it or give another --save_root")
+        for stale in save_root.glob(".*.tmp*"):  # temp files of a run killed while writing
+            stale.unlink(missing_ok=True)
+        yield
 
 
 @torch.no_grad()
@@ -286,7 +333,8 @@ def checkpoint_state(model, optimizer, args, run, epoch):
     a = run["annealer"]
     return {"state_dict": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
             "tfr": run["tfr"], "kl_anneal": {"settings": a.settings(), "epoch": a.epoch},
-            "best_psnr": run["best_psnr"], "bad_in_a_row": run["bad_in_a_row"], "args": saved_args,
+            "best_psnr": run["best_psnr"], "bad_in_a_row": run["bad_in_a_row"], "in_epoch": run["in_epoch"],
+            "args": saved_args,
             "rng": checkpoint.rng_state(next(model.parameters()).device),
             "torch_version": str(torch.__version__), "git_commit": checkpoint.git_commit()}
 
@@ -308,7 +356,7 @@ def make_optimizer(model, args, device):
 
 def new_run(args):
     """The state that evolves over epochs besides weights and optimizer."""
-    return {"tfr": args.tfr, "best_psnr": -math.inf, "bad_in_a_row": 0,
+    return {"tfr": args.tfr, "best_psnr": -math.inf, "bad_in_a_row": 0, "in_epoch": None,
             "annealer": kl_annealing(args.kl_anneal_type, args.kl_anneal_cycle, args.kl_anneal_ratio)}
 
 
@@ -330,8 +378,17 @@ def restore_run(model, optimizer, ckpt, args, log):
             f"a new annealing stage starts at e = 0")
     run["best_psnr"] = ckpt.get("best_psnr", -math.inf)
     run["bad_in_a_row"] = ckpt.get("bad_in_a_row", 0)
+    run["in_epoch"] = ckpt.get("in_epoch")  # set when the run was interrupted inside an epoch
     checkpoint.set_rng_state(ckpt["rng"], optimizer.param_groups[0]["params"][0].device)
     return run, ckpt["epoch"] + 1
+
+
+class Interrupted(SystemExit):
+    """Exit status 130 (as for Ctrl-C) with a one-line message on how to resume."""
+
+    def __init__(self, message):
+        tqdm.write(message, file=sys.stderr)
+        super().__init__(130)
 
 
 def main(argv=None):
@@ -352,6 +409,13 @@ def main(argv=None):
         f"({len(train_set)} clips of {args.train_vi_len}) | val {len(val_set)} x {args.val_vi_len} frames")
     save_root = make_save_root(args, ckpt)
     save_root.mkdir(parents=True, exist_ok=True)
+    with locked(save_root):
+        return run_epochs(model, optimizer, run, start_epoch, train_set, val_set, args, save_root, log)
+
+
+def run_epochs(model, optimizer, run, start_epoch, train_set, val_set, args, save_root, log):
+    """The loop: train, validate, schedule, save, log; or only validate with --test."""
+    device = next(model.parameters()).device
     if args.test:
         result = validate(model, val_set, args, device)
         save_validation_media(result, save_root, start_epoch - 1, gif=True)
@@ -362,12 +426,19 @@ def main(argv=None):
         json.dump({**{k: v for k, v in vars(args).items() if k != "explicit"},
                    "torch_version": str(torch.__version__), "git_commit": checkpoint.git_commit()}, f, indent=2)
     sampler = ClipSampler(train_set, device)
+    stop = StopRequest()
+    stop.install()
     for epoch in range(start_epoch, start_epoch + args.num_epoch):
         t0 = time.time()
         for g in optimizer.param_groups:
             g["lr"] = lr_at(args, epoch)
         beta = run["annealer"].get_beta()
-        (loss, mse, kl), bad = train_one_epoch(model, optimizer, sampler, args, run, epoch)
+        trained = train_one_epoch(model, optimizer, sampler, args, run, epoch, stop)
+        if trained is None:
+            checkpoint.save_atomic(checkpoint_state(model, optimizer, args, run, epoch - 1), save_root / "last.ckpt")
+            raise Interrupted(f"interrupted at epoch {epoch}, step {run['in_epoch']['step']}: resume with "
+                              f"python Trainer.py --ckpt_path {save_root / 'last.ckpt'} --num_epoch N")
+        (loss, mse, kl), bad = trained
         result = validate(model, val_set, args, device)
         row = dict(epoch=epoch, train_loss=loss, train_mse=mse, train_kl=kl, beta=beta, tfr=run["tfr"],
                    lr=optimizer.param_groups[0]["lr"], bad_steps=bad, val_mse=result["val_mse"],
@@ -386,6 +457,9 @@ def main(argv=None):
         row["seconds"] = round(time.time() - t0, 2)
         append_history(save_root / "history.csv", row)
         plotting.plot_run(plotting.read_history(save_root / "history.csv"), save_root)
+        if stop.requested:
+            raise Interrupted(f"interrupted after epoch {epoch}: resume with "
+                              f"python Trainer.py --ckpt_path {save_root / 'last.ckpt'} --num_epoch N")
         log(f"epoch {epoch}: loss {loss:.4f} (MSE {mse:.5f}, KL {kl:.2f}, beta {beta:.2f}) tfr {row['tfr']:.2f} "
             f"| val PSNR {result['val_psnr']:.2f} dB (copy first frame {result['copy_psnr']:.2f}) "
             f"| {row['seconds']:.0f} s{' | best' if is_best else ''}")
