@@ -17,3 +17,25 @@ def psnr_per_frame(pred, target):
 def copy_first_frame_psnr(target):
     """PSNR of the trivial predictor that repeats frame 0 forever: [B,T,...] -> [B,T]."""
     return psnr(target[:, :1].expand_as(target).float(), target.float())
+
+
+def _gaussian_window(size=11, sigma=1.5, device=None):
+    x = torch.arange(size, dtype=torch.float64, device=device) - (size - 1) / 2
+    g = torch.exp(-x ** 2 / (2 * sigma ** 2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :]).float()
+
+
+def ssim(pred, target, data_range=1.0, size=11, sigma=1.5, k1=0.01, k2=0.03):
+    """SSIM (Wang et al. 2004) per image: [..., C, H, W] -> [...], mean over channels and over the
+    positions where the whole 11x11 Gaussian window fits (as scikit-image crops its border)."""
+    shape = pred.shape
+    x = pred.float().clamp(0, data_range).reshape(-1, 1, *shape[-2:])
+    y = target.float().reshape(-1, 1, *shape[-2:])
+    w = _gaussian_window(size, sigma, x.device)[None, None]
+    blur = lambda t: torch.nn.functional.conv2d(t, w)  # noqa: E731  valid: no padding
+    mx, my = blur(x), blur(y)
+    vx, vy, cxy = blur(x * x) - mx ** 2, blur(y * y) - my ** 2, blur(x * y) - mx * my
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
+    return s.flatten(1).mean(1).reshape(*shape[:-2]).mean(-1)

@@ -1,0 +1,37 @@
+"""PSNR and SSIM against references."""
+import numpy as np
+import torch
+from skimage.metrics import structural_similarity
+
+from metrics import copy_first_frame_psnr, psnr, psnr_per_frame, ssim
+
+
+def test_psnr_hand_values():
+    a = torch.zeros(2, 3, 4, 4)
+    b = torch.full((2, 3, 4, 4), 0.1)
+    assert torch.allclose(psnr(a, b), torch.tensor([20.0, 20.0]))
+    assert (psnr(b, b) == 100.0).all()  # capped for exact copies
+    assert torch.allclose(psnr(torch.full((1, 3, 2, 2), 1.7), torch.ones(1, 3, 2, 2)), torch.tensor([100.0]))
+
+
+def test_psnr_is_per_sample_and_frame():
+    target = torch.rand(3, 5, 3, 8, 8)
+    pred = target.clone()
+    pred[1, 2] += 0.1  # one frame of one sample wrong
+    p = psnr_per_frame(pred, target)
+    assert p.shape == (3, 5) and (p[1, 2] < 30) and (p.flatten()[torch.arange(15) != 7] == 100).all()
+    assert (copy_first_frame_psnr(target)[:, 0] == 100).all()
+
+
+def test_ssim_matches_scikit_image():
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(4, 3, 32, 64, generator=g)
+    pred = (target + 0.15 * torch.randn(4, 3, 32, 64, generator=g)).clamp(0, 1)
+    ours = ssim(pred, target)
+    for i in range(4):
+        ref = structural_similarity(pred[i].numpy().astype(np.float64), target[i].numpy().astype(np.float64),
+                                    gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                    data_range=1.0, channel_axis=0)
+        assert abs(ours[i].item() - ref) < 1e-3, (ours[i].item(), ref)
+    assert torch.allclose(ssim(target, target), torch.ones(4))
+    assert ssim(pred[None], target[None]).shape == (1, 4)  # batched over leading dims
