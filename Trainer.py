@@ -178,10 +178,15 @@ def make_save_root(args, ckpt):
     return root
 
 
-def load_data(args):
+def ensure_default_dataset(args):
+    """Generate the embedded synthetic dataset on first use when --DR is its folder."""
     if Path(args.DR).resolve() == Path(DEFAULT_DR).resolve():
         import synthetic
         synthetic.ensure_dataset(args.DR)
+
+
+def load_data(args):
+    ensure_default_dataset(args)
     train = Dataset_Dance(args.DR, mode="train", video_len=args.train_vi_len, partial=args.partial,
                           frame_H=args.frame_H, frame_W=args.frame_W)
     val = Dataset_Dance(args.DR, mode="val", video_len=args.val_vi_len, frame_H=args.frame_H, frame_W=args.frame_W)
@@ -247,8 +252,9 @@ def train_one_epoch(model, optimizer, sampler, args, run, epoch, stop):
             optimizer.step()
             run["bad_in_a_row"] = 0
             pos["good"] += 1
-            pos["totals"] = [t + v.item() for t, v in zip(pos["totals"], (loss, mse, kl))]
-            bar.set_postfix(loss=f"{loss.item():.4f}", beta=f"{beta:.2f}", tfr=f"{run['tfr']:.2f}",
+            values = torch.stack([loss.detach(), mse.detach(), kl.detach()]).tolist()  # one host sync
+            pos["totals"] = [t + v for t, v in zip(pos["totals"], values)]
+            bar.set_postfix(loss=f"{values[0]:.4f}", beta=f"{beta:.2f}", tfr=f"{run['tfr']:.2f}",
                             lr=f"{optimizer.param_groups[0]['lr']:.1e}", bad=pos["bad"])
         else:  # skip the update, never hide it
             pos["bad"] += 1
@@ -379,15 +385,16 @@ def restore_run(model, optimizer, ckpt, args, log):
     run["best_psnr"] = ckpt.get("best_psnr", -math.inf)
     run["bad_in_a_row"] = ckpt.get("bad_in_a_row", 0)
     run["in_epoch"] = ckpt.get("in_epoch")  # set when the run was interrupted inside an epoch
-    checkpoint.set_rng_state(ckpt["rng"], optimizer.param_groups[0]["params"][0].device)
+    checkpoint.set_rng_state(ckpt["rng"], next(model.parameters()).device)
     return run, ckpt["epoch"] + 1
 
 
 class Interrupted(SystemExit):
     """Exit status 130 (as for Ctrl-C) with a one-line message on how to resume."""
 
-    def __init__(self, message):
-        tqdm.write(message, file=sys.stderr)
+    def __init__(self, where, save_root):
+        tqdm.write(f"{where}: resume with python Trainer.py --ckpt_path {save_root / 'last.ckpt'} --num_epoch N",
+                   file=sys.stderr)
         super().__init__(130)
 
 
@@ -436,8 +443,7 @@ def run_epochs(model, optimizer, run, start_epoch, train_set, val_set, args, sav
         trained = train_one_epoch(model, optimizer, sampler, args, run, epoch, stop)
         if trained is None:
             checkpoint.save_atomic(checkpoint_state(model, optimizer, args, run, epoch - 1), save_root / "last.ckpt")
-            raise Interrupted(f"interrupted at epoch {epoch}, step {run['in_epoch']['step']}: resume with "
-                              f"python Trainer.py --ckpt_path {save_root / 'last.ckpt'} --num_epoch N")
+            raise Interrupted(f"interrupted at epoch {epoch}, step {run['in_epoch']['step']}", save_root)
         (loss, mse, kl), bad = trained
         result = validate(model, val_set, args, device)
         row = dict(epoch=epoch, train_loss=loss, train_mse=mse, train_kl=kl, beta=beta, tfr=run["tfr"],
@@ -458,8 +464,7 @@ def run_epochs(model, optimizer, run, start_epoch, train_set, val_set, args, sav
         append_history(save_root / "history.csv", row)
         plotting.plot_run(plotting.read_history(save_root / "history.csv"), save_root)
         if stop.requested:
-            raise Interrupted(f"interrupted after epoch {epoch}: resume with "
-                              f"python Trainer.py --ckpt_path {save_root / 'last.ckpt'} --num_epoch N")
+            raise Interrupted(f"interrupted after epoch {epoch}", save_root)
         log(f"epoch {epoch}: loss {loss:.4f} (MSE {mse:.5f}, KL {kl:.2f}, beta {beta:.2f}) tfr {row['tfr']:.2f} "
             f"| val PSNR {result['val_psnr']:.2f} dB (copy first frame {result['copy_psnr']:.2f}) "
             f"| {row['seconds']:.0f} s{' | best' if is_best else ''}")

@@ -117,9 +117,7 @@ def main(argv=None):
     device = torch.device(args.device)
     amp = device.type == "cuda"  # bf16 only where it is fast
     torch.backends.cudnn.benchmark = device.type == "cuda"
-    if args.DR == Trainer.DEFAULT_DR:
-        import synthetic
-        synthetic.ensure_dataset(args.DR)
+    Trainer.ensure_default_dataset(args)
     torch.manual_seed(args.seed)
     model = VAE_Model.from_args(args).to(device)
     train = Dataset_Dance(args.DR, mode="train", video_len=args.train_vi_len, frame_H=args.frame_H,
