@@ -22,6 +22,7 @@ import math
 import multiprocessing as mp
 import os
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -449,7 +450,9 @@ def remove_stale_siblings(root):
 def write_all_videos(tmp, cfg, seed):
     jobs = [(tmp, cfg, seed, *job) for job in video_jobs(cfg)]
     workers = min(cfg.workers, len(jobs))
-    if workers <= 1 or "fork" not in mp.get_all_start_methods():
+    # Forking a process that has loaded torch (whose thread pools do not survive a fork) can hang the
+    # children, as seen in the test suite: then write the videos here, one after the other.
+    if workers <= 1 or "fork" not in mp.get_all_start_methods() or "torch" in sys.modules:
         for job in jobs:
             write_video(*job)
         return
