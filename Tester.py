@@ -19,6 +19,7 @@ import media  # noqa: E402
 import plotting  # noqa: E402
 from dataloader import DatasetError, Dataset_Dance, load_test_gt  # noqa: E402
 from metrics import copy_first_frame_psnr, psnr_per_frame  # noqa: E402
+from cuda_graphs import rollout_step  # noqa: E402
 from model import ARCH_FLAGS, VAE_Model, autocast, rollout_noise  # noqa: E402
 
 COURSE_ARCH = dict(F_dim=128, L_dim=32, N_dim=12, D_out_dim=192, output_activation="none", frame_H=32, frame_W=64)
@@ -35,7 +36,9 @@ def parse_args(argv=None):
     a("--test_len", type=int, default=630, help="frames per sequence, the given first frame included")
     a("--gt_dir", default=None, help="ground-truth frames <gt_dir>/<i>/<n>.png (default: DR/test/test_gt if any)")
     a("--no_gif", action="store_true", help="skip the GIFs")
-    a("--amp", action="store_true", help="bf16 autocast for the rollout (GPU)")
+    a("--amp", action=argparse.BooleanOptionalAction, default=False, help="bf16 autocast for the rollout (GPU)")
+    a("--cuda_graph", action=argparse.BooleanOptionalAction, default=True,
+      help="replay the rollout as a captured CUDA graph (CUDA only)")
     # only for course checkpoints, which carry no architecture; a Trainer checkpoint's own args win
     for flag in ARCH_FLAGS:
         a(f"--{flag}", default=None, type=str if flag == "output_activation" else int,
@@ -102,7 +105,8 @@ def main(argv=None):
     noise = rollout_noise(model, args.seed, range(S), 0, *size, args.device)
     with tqdm(total=S * (T - 1), desc="rollout", unit="frame", ncols=100, disable=None) as bar:
         with autocast(args.device, args.amp):
-            pred = model.rollout(first, labels, noise, progress=bar)
+            pred = model.rollout(first, labels, noise, progress=bar,
+                                 step=rollout_step(model, args.device, args.amp, args.cuda_graph))
     frames = media.to_uint8(pred)
     frames[:, 0] = test.frames[:, 0]  # row 0 of each sequence is the given first frame, bit for bit
     media.write_submission(frames, save_root / "submission.csv")

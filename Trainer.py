@@ -29,6 +29,7 @@ import media
 import plotting
 from dataloader import DatasetError, Dataset_Dance
 from metrics import copy_first_frame_psnr, psnr_per_frame
+from cuda_graphs import rollout_step
 from model import ARCH_FLAGS, VAE_Model, autocast, rollout_noise
 from schedules import kl_annealing, next_tfr, normalize_kl_type, use_teacher_forcing
 
@@ -46,10 +47,10 @@ PRESETS = {
 
 # Not inherited from a checkpoint on resume: they describe this invocation, not the run.
 PER_INVOCATION = {"ckpt_path", "num_epoch", "device", "gpu", "num_workers", "test", "save_root",
-                  "store_visualization", "amp"}
+                  "store_visualization", "amp", "cuda_graph", "max_minutes"}
 
 HISTORY_FIELDS = ["epoch", "train_loss", "train_mse", "train_kl", "beta", "tfr", "lr", "bad_steps",
-                  "val_mse", "val_psnr", "copy_psnr", "seconds"]
+                  "val_mse", "val_psnr", "copy_psnr", "seconds", "minutes"]
 
 
 def build_parser():
@@ -101,7 +102,11 @@ def build_parser():
       help="plain course loop, frame by frame (default: batch over time what does not need predictions)")
     a("--zero_init_posterior", action=argparse.BooleanOptionalAction, default=False,
       help="start the posterior head at mu = logvar = 0, so the KL term does not swamp early training")
-    a("--amp", action="store_true", help="bf16 autocast for training and validation (GPU)")
+    a("--amp", action=argparse.BooleanOptionalAction, default=False, help="bf16 autocast for training and validation (GPU)")
+    a("--cuda_graph", action=argparse.BooleanOptionalAction, default=True,
+      help="replay the validation rollout as a captured CUDA graph (CUDA only)")
+    a("--max_minutes", type=float, default=0, help="stop before an epoch that would end after this many minutes "
+      "of this invocation (0: no limit); validation time counts")
     a("--max_bad_steps", type=int, default=20, help="stop after this many non-finite losses in a row")
     a("--gif_every", type=int, default=1, help="validation GIF every N epochs (0: never)")
     return p
@@ -306,7 +311,7 @@ def locked(save_root):
 
 
 @torch.no_grad()
-def validate(model, val, args, device):
+def validate(model, val, args, device, step=None):
     """Roll out every val sequence from its first frame with z ~ N(0,I) from generators seeded the
     same way each epoch, so PSNR is comparable across epochs."""
     was_training = model.training
@@ -316,7 +321,7 @@ def validate(model, val, args, device):
     img, label = img.to(device).float() / 255, label.to(device).float() / 255
     noise = rollout_noise(model, args.seed, range(len(val)), 0, *val.size, device)
     with autocast(device, args.amp):
-        pred = model.rollout(img[:, 0], label, noise)
+        pred = model.rollout(img[:, 0], label, noise, step=step)
     model.train(was_training)
     psnr = psnr_per_frame(pred[:, 1:], img[:, 1:])  # [S, T-1]
     copy = copy_first_frame_psnr(img)[:, 1:]
@@ -423,8 +428,10 @@ def main(argv=None):
 def run_epochs(model, optimizer, run, start_epoch, train_set, val_set, args, save_root, log):
     """The loop: train, validate, schedule, save, log; or only validate with --test."""
     device = next(model.parameters()).device
+    started = time.time()
+    rollout = rollout_step(model, device, args.amp, args.cuda_graph)
     if args.test:
-        result = validate(model, val_set, args, device)
+        result = validate(model, val_set, args, device, rollout)
         save_validation_media(result, save_root, start_epoch - 1, gif=True)
         log(f"val PSNR {result['val_psnr']:.2f} dB (copy first frame {result['copy_psnr']:.2f} dB), "
             f"val MSE {result['val_mse']:.5f} -> {save_root}")
@@ -435,8 +442,12 @@ def run_epochs(model, optimizer, run, start_epoch, train_set, val_set, args, sav
     sampler = ClipSampler(train_set, device)
     stop = StopRequest()
     stop.install()
+    epoch_seconds = 0.0
     for epoch in range(start_epoch, start_epoch + args.num_epoch):
         t0 = time.time()
+        if args.max_minutes and t0 - started + epoch_seconds > 60 * args.max_minutes:
+            log(f"stopping before epoch {epoch}: it would end after --max_minutes {args.max_minutes:g}")
+            break
         for g in optimizer.param_groups:
             g["lr"] = lr_at(args, epoch)
         beta = run["annealer"].get_beta()
@@ -445,7 +456,7 @@ def run_epochs(model, optimizer, run, start_epoch, train_set, val_set, args, sav
             checkpoint.save_atomic(checkpoint_state(model, optimizer, args, run, epoch - 1), save_root / "last.ckpt")
             raise Interrupted(f"interrupted at epoch {epoch}, step {run['in_epoch']['step']}", save_root)
         (loss, mse, kl), bad = trained
-        result = validate(model, val_set, args, device)
+        result = validate(model, val_set, args, device, rollout)
         row = dict(epoch=epoch, train_loss=loss, train_mse=mse, train_kl=kl, beta=beta, tfr=run["tfr"],
                    lr=optimizer.param_groups[0]["lr"], bad_steps=bad, val_mse=result["val_mse"],
                    val_psnr=result["val_psnr"], copy_psnr=result["copy_psnr"])
@@ -460,7 +471,8 @@ def run_epochs(model, optimizer, run, start_epoch, train_set, val_set, args, sav
         if is_best:
             checkpoint.save_atomic(state, save_root / "best.ckpt")
         save_validation_media(result, save_root, epoch, gif=args.gif_every > 0 and epoch % args.gif_every == 0)
-        row["seconds"] = round(time.time() - t0, 2)
+        epoch_seconds = time.time() - t0
+        row["seconds"], row["minutes"] = round(epoch_seconds, 2), round((time.time() - started) / 60, 3)
         append_history(save_root / "history.csv", row)
         plotting.plot_run(plotting.read_history(save_root / "history.csv"), save_root)
         if stop.requested:

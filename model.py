@@ -103,21 +103,33 @@ class VAE_Model(nn.Module):
     # -- rollout ----------------------------------------------------------------------------
 
     @torch.no_grad()
-    def rollout(self, first_frame, labels, noise, label_chunk=64, progress=None):
+    def rollout(self, first_frame, labels, noise, progress=None, step=None):
         """Autoregressive prediction from one frame: first_frame [B,3,H,W], labels [B,T,3,H,W]
-        (label t is the pose of frame t), noise: a NoiseSource. Returns [B,T,3,H,W], frame 0 = input."""
+        (label t is the pose of frame t), noise: a NoiseSource. Returns [B,T,3,H,W] in fp32, frame 0 =
+        input. Frames go in chunks of noise.chunk through `step` (default rollout_chunk; a captured
+        CUDA graph of it on a GPU), which may reuse its output buffer: each chunk is copied out at once."""
+        step = step or self.rollout_chunk
         B, T = labels.shape[:2]
-        frames = [first_frame]
-        prev = first_frame
-        for start in range(1, T, label_chunk):
-            chunk = labels[:, start:start + label_chunk]
-            label_feat = self.label_transformation(chunk.flatten(0, 1)).unflatten(0, chunk.shape[:2])
-            for t in range(chunk.shape[1]):
-                z = noise.next()
-                prev = self.decode(prev, self.frame_transformation(prev), label_feat[:, t], z)
-                frames.append(prev.float())
-                if progress is not None:
-                    progress.update(B)
+        out = torch.empty(B, T, *first_frame.shape[1:], device=first_frame.device)
+        out[:, 0] = first_frame
+        prev = out[:, 0]
+        for start in range(1, T, noise.chunk):
+            n = min(noise.chunk, T - start)
+            frames = step(prev, labels[:, start:start + n], noise.next_chunk()[:n])
+            out[:, start:start + n] = frames[:, :n]
+            prev = out[:, start + n - 1]
+            if progress is not None:
+                progress.update(B * n)
+        return out
+
+    def rollout_chunk(self, prev, labels, z):
+        """n frames after prev [B,3,H,W], given their poses labels [B,n,3,H,W] and noise z [n,B,N,H,W].
+        The pose features of the chunk come from one batched call; the frames from a sequential chain."""
+        label_feat = self.label_transformation(labels.flatten(0, 1)).unflatten(0, labels.shape[:2])
+        frames = []
+        for k in range(labels.shape[1]):
+            prev = self.decode(prev, self.frame_transformation(prev), label_feat[:, k], z[k]).float()
+            frames.append(prev)
         return torch.stack(frames, 1)
 
 
@@ -136,6 +148,14 @@ class NoiseSource:
         self.shape, self.device, self.chunk = tuple(shape), torch.device(device), chunk
         self.generators = [torch.Generator(device=self.device).manual_seed(stream_seed(*k)) for k in keys]
         self.buffer, self.pos = None, chunk
+
+    def next_chunk(self):
+        """The next `chunk` steps at once: [chunk, B, *shape]. Only at a chunk boundary."""
+        if self.pos != self.chunk and self.buffer is not None:
+            raise RuntimeError(f"NoiseSource.next_chunk() in the middle of a chunk (step {self.pos} of {self.chunk})")
+        self.next()
+        self.pos = self.chunk
+        return self.buffer
 
     def next(self):
         if self.pos == self.chunk:

@@ -4,8 +4,10 @@
 
 plain: PNGs decoded every step, frame-by-frame loop, eager fp32, batch 2, test sequences one at a time.
 fast:  decoded uint8 cache on the device, work batched over time, bf16 autocast on CUDA, fused Adam,
-       all test sequences in one batch. Prints a table and one `ratio` line per figure (fast / plain).
-Timing only: no assertion. On CPU with tiny dims it checks that everything runs.
+       all test sequences in one batch, the rollout replayed as a CUDA graph (on CUDA).
+Prints a table and one `ratio` line per figure (fast / plain). With --ckpt_path it also scores the
+validation rollout of that trained model both ways (plain fp32 against fast), the check that bf16
+costs under 0.3 dB. Timing only: no assertion. On CPU with tiny dims it checks that everything runs.
 """
 import json
 import sys
@@ -18,6 +20,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import Trainer  # noqa: E402
 from dataloader import Dataset_Dance, decode, paired_files  # noqa: E402
+import checkpoint  # noqa: E402
+from cuda_graphs import rollout_step  # noqa: E402
+from metrics import psnr_per_frame  # noqa: E402
 from model import VAE_Model, autocast, rollout_noise  # noqa: E402
 
 
@@ -104,12 +109,26 @@ def cached_batches(sampler, batch_size, seed):
 
 @torch.no_grad()
 def plain_rollout(model, first, labels, noise):
-    """The course's rollout: one sequence, the pose encoded frame by frame."""
-    prev = first
+    """The course's rollout: one sequence, the pose encoded frame by frame, eager fp32."""
+    frames = [first]
     for t in range(1, labels.shape[1]):
         label_feat = model.label_transformation(labels[:, t])
-        prev = model.decode(prev, model.frame_transformation(prev), label_feat, noise.next())
-    return prev
+        frames.append(model.decode(frames[-1], model.frame_transformation(frames[-1]), label_feat, noise.next()))
+    return torch.stack(frames, 1)
+
+
+def validation_psnr_both_ways(model, args, device, amp):
+    """Mean PSNR of the 630-frame validation rollout: plain (eager fp32, frame by frame) and fast."""
+    val = Dataset_Dance(args.DR, mode="val", video_len=args.val_vi_len, frame_H=args.frame_H, frame_W=args.frame_W)
+    img = torch.from_numpy(val.frames[:args.val_vi_len]).to(device).float()[None] / 255
+    label = torch.from_numpy(val.labels[:args.val_vi_len]).to(device).float()[None] / 255
+    noise = lambda: rollout_noise(model, args.seed, [0], 0, args.frame_H, args.frame_W, device)  # noqa: E731
+    model.eval()
+    plain = plain_rollout(model, img[:, 0], label, noise())
+    with autocast(device, amp):
+        fast = model.rollout(img[:, 0], label, noise(), step=rollout_step(model, device, amp))
+    score = lambda pred: psnr_per_frame(pred[:, 1:].clamp(0, 1), img[:, 1:]).mean().item()  # noqa: E731
+    return score(plain), score(fast)
 
 
 def main(argv=None):
@@ -119,7 +138,12 @@ def main(argv=None):
     torch.backends.cudnn.benchmark = device.type == "cuda"
     Trainer.ensure_default_dataset(args)
     torch.manual_seed(args.seed)
+    ckpt = checkpoint.load(args.ckpt_path) if args.ckpt_path else None
+    if ckpt is not None:
+        Trainer.resolve_checkpoint(args, ckpt)
     model = VAE_Model.from_args(args).to(device)
+    if ckpt is not None:
+        checkpoint.load_weights(model, ckpt["state_dict"], args.ckpt_path)
     train = Dataset_Dance(args.DR, mode="train", video_len=args.train_vi_len, frame_H=args.frame_H,
                           frame_W=args.frame_W)
     frame_files, label_files = paired_files(Path(args.DR) / "train" / "train_img", Path(args.DR) / "train" / "train_label")
@@ -127,6 +151,8 @@ def main(argv=None):
     figures = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                "torch": torch.__version__, "params": sum(p.numel() for p in model.parameters())}
     rows = []
+    if ckpt is not None:  # before the timed training steps change the weights
+        figures["val_psnr_plain_fp32"], figures["val_psnr_fast"] = validation_psnr_both_ways(model, args, device, amp)
 
     def record(name, plain, fast, unit, plain_mem=float("nan"), fast_mem=float("nan")):
         figures[f"{name}_plain"], figures[f"{name}_fast"], figures[f"{name}_ratio"] = plain, fast, fast / plain
@@ -145,6 +171,10 @@ def main(argv=None):
         if fps > best_batch[1]:
             best_batch = (b, fps, mem)
     record(f"train_fps_best_batch{best_batch[0]}", plain, best_batch[1], "frames/s", plain_mem, best_batch[2])
+    model.to(memory_format=torch.channels_last)
+    figures[f"train_fps_fast_batch{best_batch[0]}_channels_last"], _ = train_fps(
+        model, cached_batches(sampler, best_batch[0], args.seed), device, False, amp, max(args.steps // 2, 3))
+    model.to(memory_format=torch.contiguous_format)
     figures["epoch_seconds_course_data_batch2"] = 23410 / fast
 
     model.eval()
@@ -160,9 +190,11 @@ def main(argv=None):
         plain_mem = peak_mb(device)
         reset_peak(device)
 
+        step = rollout_step(model, device, amp)
+
         def fast_rollout():
             with autocast(device, amp):
-                model.rollout(first[:n], labels[:n], noise(range(n)))
+                model.rollout(first[:n], labels[:n], noise(range(n)), step=step)
 
         fast_rollout()  # warm-up
         t_fast = timed(fast_rollout, device)
@@ -178,6 +210,8 @@ def main(argv=None):
     for name, p, f, r, *_ in rows:
         print(f"{name}_ratio: {r:.2f}")
     print(f"course epoch (23,410 frames, batch 2) extrapolated: {figures['epoch_seconds_course_data_batch2']:.0f} s")
+    print("other figures: " + ", ".join(f"{k} {v:.1f}" for k, v in figures.items()
+                                         if isinstance(v, float) and ("channels_last" in k or k.startswith(("val_psnr", "train_fps_fast")))))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
     return figures

@@ -61,3 +61,14 @@ def tiny_data(tmp_path):
 def _seed_and_threads():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """One tiny epoch of training on a hand-made dataset: (data root, checkpoint)."""
+    root = tmp_path_factory.mktemp("tester")
+    data = make_dataset(root / "DR", n_test=3, test_len=10, style="frame")
+    import Trainer
+    Trainer.main(["--DR", str(data), *TINY, "--train_vi_len", "4", "--val_vi_len", "12", "--num_epoch", "1",
+                  "--device", "cpu", "--save_root", str(root / "run"), "--gif_every", "0"])
+    return data, root / "run" / "last.ckpt"

@@ -23,3 +23,16 @@ def test_benchmark_reports_plain_fast_and_ratio(tiny_data, tmp_path, capsys):
     assert figures["device"] == "cpu" and figures["torch"]
     printed = capsys.readouterr().out
     assert "train_fps_batch2_ratio:" in printed and "rollout_fps_2seq_ratio:" in printed
+
+
+def test_benchmark_scores_a_checkpoint_the_same_both_ways_in_fp32(trained, capsys):
+    """On CPU the fast rollout only batches and chunks (no bf16, no graph): it must match the plain one."""
+    data, ckpt = trained
+    spec = importlib.util.spec_from_file_location("benchmark", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    figures = bench.main(["--DR", str(data), "--ckpt_path", str(ckpt), "--val_vi_len", "12", "--train_vi_len", "4",
+                          "--device", "cpu", "--steps", "1", "--big_batches", "--rollout_len", "4",
+                          "--sequences", "1"])
+    assert math.isfinite(figures["val_psnr_plain_fp32"])
+    assert abs(figures["val_psnr_plain_fp32"] - figures["val_psnr_fast"]) < 1e-3

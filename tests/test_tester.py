@@ -14,16 +14,6 @@ from media import submission_bytes, write_submission
 from model import VAE_Model, rollout_noise
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """One tiny epoch of training on a hand-made dataset: (data root, checkpoint)."""
-    root = tmp_path_factory.mktemp("tester")
-    data = make_dataset(root / "DR", n_test=3, test_len=10, style="frame")
-    Trainer.main(["--DR", str(data), *TINY, "--train_vi_len", "4", "--val_vi_len", "12", "--num_epoch", "1",
-                  "--device", "cpu", "--save_root", str(root / "run"), "--gif_every", "0"])
-    return data, root / "run" / "last.ckpt"
-
-
 def test_csv_format_and_chw_order(tmp_path):
     S, T, C, H, W = 2, 3, 3, 4, 5
     frames = (np.arange(S * T * C * H * W) * 7 % 256).astype(np.uint8).reshape(S, T, C, H, W)
@@ -123,3 +113,24 @@ def test_bf16_rollout_stays_within_0_3_db(trained, tmp_path):
     read = lambda p: [float(r[1]) for r in list(csv.reader(open(p / "psnr.csv")))[1:]]  # noqa: E731
     fp32, bf16 = read(tmp_path / "fp32"), read(tmp_path / "bf16")
     assert abs(sum(fp32) / len(fp32) - sum(bf16) / len(bf16)) < 0.3
+
+
+def test_rollout_copies_each_chunk_out_of_a_reused_padded_buffer():
+    """What a CUDA graph does (one output buffer, overwritten each call; short chunks padded to full
+    length), done on CPU: the rollout must equal the plain one."""
+    model = VAE_Model(8, 4, 4, 8, output_activation="residual").eval()
+    torch.nn.init.normal_(model.Generator[-1].weight, std=0.1)
+    g = torch.Generator().manual_seed(0)
+    first, labels = torch.rand(2, 3, 16, 24, generator=g), torch.rand(2, 21, 3, 16, 24, generator=g)  # 16 + 4
+    buffer = torch.empty(2, 16, 3, 16, 24)
+
+    def step(prev, chunk_labels, z):
+        pad = 16 - chunk_labels.shape[1]
+        chunk_labels = torch.cat([chunk_labels, chunk_labels[:, -1:].expand(-1, pad, -1, -1, -1)], 1)
+        z = torch.cat([z, z.new_zeros(pad, *z.shape[1:])])
+        buffer.copy_(model.rollout_chunk(prev, chunk_labels, z))
+        return buffer
+
+    noise = lambda: rollout_noise(model, 3, [0, 1], 0, 16, 24, "cpu")  # noqa: E731
+    expected = model.rollout(first, labels, noise())
+    assert torch.allclose(model.rollout(first, labels, noise(), step=step), expected, atol=1e-6)

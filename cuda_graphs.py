@@ -1,0 +1,65 @@
+"""CUDA graphs for the 630-frame rollouts.
+
+A rollout is a chain of small kernels (about 300 per frame at the default widths) that the GPU runs
+faster than Python can launch them. `GraphedRollout` captures `VAE_Model.rollout_chunk` (16 frames)
+once per batch shape and replays it: a few launches per 16 frames instead of thousands.
+
+    step = GraphedRollout(model, amp=True)       # on a CUDA device; see rollout_step()
+    pred = model.rollout(first, labels, noise, step=step)
+
+The graph reads its inputs from, and writes its output to, buffers of its own: every call copies the
+inputs in, and the caller must copy the output out before the next call (model.rollout does).
+The weights are read in place, so an optimizer step (in place, as torch.optim does it) is seen by the
+next replay without a new capture. The graph replays the mode it was captured in: eval.
+"""
+from types import SimpleNamespace
+
+import torch
+
+
+def rollout_step(model, device, amp, enabled=True):
+    """The fastest rollout step on this device: a GraphedRollout on CUDA, else the eager chunk."""
+    if enabled and torch.device(device).type == "cuda":
+        return GraphedRollout(model, amp)
+    return None  # model.rollout's default: model.rollout_chunk
+
+
+class GraphedRollout:
+    def __init__(self, model, amp):
+        self.model, self.amp = model, amp
+        self.graphs = {}  # (prev shape, labels shape) -> captured graph and its buffers
+
+    def autocast(self):
+        # the autocast cache of bf16 weight copies must be off while capturing: the graph would keep
+        # pointing at copies that are freed once the autocast region ends
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp, cache_enabled=False)
+
+    @torch.no_grad()
+    def __call__(self, prev, labels, z):
+        n, chunk = labels.shape[1], z.shape[0]
+        if n < chunk:  # the last, short chunk: pad to the captured length, the extra frames are dropped
+            labels = torch.cat([labels, labels[:, -1:].expand(-1, chunk - n, *labels.shape[2:])], 1)
+            z = torch.cat([z, z.new_zeros(chunk - n, *z.shape[1:])])
+        key = (tuple(prev.shape), tuple(labels.shape), self.amp)
+        if key not in self.graphs:
+            self.graphs[key] = self.capture(prev, labels, z)
+        g = self.graphs[key]
+        g.prev.copy_(prev)
+        g.labels.copy_(labels)
+        g.z.copy_(z)
+        g.graph.replay()
+        return g.out
+
+    def capture(self, prev, labels, z):
+        if self.model.training:
+            raise RuntimeError("GraphedRollout captures eval mode: call model.eval() first")
+        g = SimpleNamespace(prev=prev.float().clone(), labels=labels.clone(), z=z.clone(), graph=torch.cuda.CUDAGraph())
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side), self.autocast():  # warm-up: cuDNN picks its kernels outside the capture
+            for _ in range(2):
+                self.model.rollout_chunk(g.prev, g.labels, g.z)
+        torch.cuda.current_stream().wait_stream(side)
+        with torch.cuda.graph(g.graph), self.autocast():
+            g.out = self.model.rollout_chunk(g.prev, g.labels, g.z)
+        return g

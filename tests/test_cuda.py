@@ -1,0 +1,68 @@
+"""GPU paths: the CUDA-graph rollout and training on CUDA. Skipped without a GPU; run on one by
+scripts/gpu_check.sh."""
+import numpy as np
+import pytest
+import torch
+
+import Tester
+import Trainer
+from conftest import TINY
+from cuda_graphs import GraphedRollout
+from model import VAE_Model, autocast, rollout_noise
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def random_rollout_inputs(S=3, T=40, H=32, W=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(S, 3, H, W, generator=g).cuda(), torch.rand(S, T, 3, H, W, generator=g).cuda())
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "residual"])
+def test_graphed_rollout_equals_eager_in_fp32(activation, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    torch.manual_seed(0)
+    model = VAE_Model(output_activation=activation).cuda().eval()
+    if activation == "residual":  # a non-trivial residual (its last conv starts at zero)
+        torch.nn.init.normal_(model.Generator[-1].weight, std=0.1)
+    first, labels = random_rollout_inputs()  # T = 40: two full chunks of 16 and a short one of 7
+    noise = lambda: rollout_noise(model, 0, range(3), 0, 32, 64, "cuda")  # noqa: E731
+    eager = model.rollout(first, labels, noise())
+    step = GraphedRollout(model, amp=False)
+    graphed = model.rollout(first, labels, noise(), step=step)
+    again = model.rollout(first, labels, noise(), step=step)  # a replay, no new capture
+    assert len(step.graphs) == 1
+    assert (graphed - eager).abs().max().item() < 1e-4
+    assert torch.equal(graphed, again)
+    with torch.no_grad():  # in-place weight changes (as an optimizer makes them) reach the replay
+        for p in model.parameters():
+            p.mul_(0.9)
+    assert (model.rollout(first, labels, noise(), step=step) - model.rollout(first, labels, noise())).abs().max() < 1e-4
+
+
+def test_graphed_bf16_rollout_is_close_to_fp32():
+    torch.manual_seed(0)
+    model = VAE_Model(output_activation="residual").cuda().eval()
+    torch.nn.init.normal_(model.Generator[-1].weight, std=0.05)
+    first, labels = random_rollout_inputs(T=64)
+    noise = lambda: rollout_noise(model, 0, range(3), 0, 32, 64, "cuda")  # noqa: E731
+    fp32 = model.rollout(first, labels, noise())
+    with autocast("cuda", True):
+        bf16 = model.rollout(first, labels, noise(), step=GraphedRollout(model, amp=True))
+    assert torch.isfinite(bf16).all() and bf16.dtype == torch.float32
+    assert (bf16 - fp32).abs().mean().item() < 0.02
+
+
+def test_trainer_and_tester_on_cuda(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    Trainer.main(["--DR", str(tiny_data), *TINY, "--train_vi_len", "4", "--val_vi_len", "12", "--num_epoch", "2",
+                  "--device", "cuda", "--amp", "--save_root", str(run), "--batch_size", "2", "--tfr", "0.5"])
+    rows = (run / "history.csv").read_text().splitlines()
+    assert len(rows) == 3 and "nan" not in rows[-1]
+    Trainer.main(["--ckpt_path", str(run / "last.ckpt"), "--num_epoch", "1", "--device", "cuda"])  # resume on CUDA
+    assert len((run / "history.csv").read_text().splitlines()) == 4
+    graphed = Tester.main(["--ckpt_path", str(run / "last.ckpt"), "--DR", str(tiny_data), "--test_len", "10",
+                           "--device", "cuda", "--save_root", str(tmp_path / "t1"), "--no_gif"])
+    eager = Tester.main(["--ckpt_path", str(run / "last.ckpt"), "--DR", str(tiny_data), "--test_len", "10",
+                         "--device", "cuda", "--no-cuda_graph", "--save_root", str(tmp_path / "t2"), "--no_gif"])
+    assert np.abs(graphed.astype(int) - eager.astype(int)).max() <= 1  # uint8 frames, rounding at most
