@@ -40,6 +40,11 @@ PRESETS = {
     "course": {},
     # CPU-sized: a narrow model and a few minutes on 2 cores. The study behind it is in the README
     # ("Getting good results"): it does NOT yet beat the copy-the-first-frame baseline on CPU.
+    # GPU-sized: the course widths with what the study in the README found to learn (residual output,
+    # constant beta = 1 from a zero posterior, constant lr, half the steps on the model's own outputs).
+    "recommended": dict(batch_size=8, milestones=[], kl_anneal_type="None", tfr=0.5, tfr_sde=0, tfr_d_step=0.0,
+                        output_activation="residual", zero_init_posterior=True, amp=True, num_epoch=40,
+                        per_save=10, gif_every=10),
     "quick": dict(F_dim=32, L_dim=16, N_dim=8, D_out_dim=64, batch_size=4, num_epoch=3, train_vi_len=8,
                   partial=0.5, per_save=1, milestones=[], kl_anneal_type="None", tfr=0.5, tfr_sde=0,
                   tfr_d_step=0.0, output_activation="residual", zero_init_posterior=True),
@@ -332,6 +337,11 @@ def validate(model, val, args, device, step=None):
 
 
 def save_validation_media(result, save_root, epoch, gif):
+    with open(save_root / "psnr_per_frame.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["frame", "prediction", "copy_first_frame"])
+        for t, (p, c) in enumerate(zip(result["psnr_per_frame"].tolist(), result["copy_per_frame"].tolist()), 1):
+            w.writerow([t, f"{p:.4f}", f"{c:.4f}"])
     plotting.plot_psnr_per_frame({"prediction": result["psnr_per_frame"], "copy first frame": result["copy_per_frame"]},
                                  save_root / "psnr_per_frame.png", title=f"validation, epoch {epoch}")
     if gif:

@@ -12,6 +12,7 @@ inputs in, and the caller must copy the output out before the next call (model.r
 The weights are read in place, so an optimizer step (in place, as torch.optim does it) is seen by the
 next replay without a new capture. The graph replays the mode it was captured in: eval.
 """
+import sys
 from types import SimpleNamespace
 
 import torch
@@ -28,6 +29,7 @@ class GraphedRollout:
     def __init__(self, model, amp):
         self.model, self.amp = model, amp
         self.graphs = {}  # (prev shape, labels shape) -> captured graph and its buffers
+        self.failed = False
 
     def autocast(self):
         # the autocast cache of bf16 weight copies must be off while capturing: the graph would keep
@@ -40,9 +42,19 @@ class GraphedRollout:
         if n < chunk:  # the last, short chunk: pad to the captured length, the extra frames are dropped
             labels = torch.cat([labels, labels[:, -1:].expand(-1, chunk - n, *labels.shape[2:])], 1)
             z = torch.cat([z, z.new_zeros(chunk - n, *z.shape[1:])])
+        if self.model.training:
+            raise RuntimeError("GraphedRollout replays eval mode: call model.eval() first")
+        if self.failed:
+            return self.eager(prev, labels, z)
         key = (tuple(prev.shape), tuple(labels.shape), self.amp)
         if key not in self.graphs:
-            self.graphs[key] = self.capture(prev, labels, z)
+            try:
+                self.graphs[key] = self.capture(prev, labels, z)
+            except RuntimeError as e:  # a slower rollout beats a lost run: say so once, go on eagerly
+                print(f"warning: CUDA graph capture failed ({str(e).splitlines()[0]}); rolling out eagerly "
+                      f"(--no-cuda_graph silences this)", file=sys.stderr)
+                self.failed = True
+                return self.eager(prev, labels, z)
         g = self.graphs[key]
         g.prev.copy_(prev)
         g.labels.copy_(labels)
@@ -50,9 +62,11 @@ class GraphedRollout:
         g.graph.replay()
         return g.out
 
+    def eager(self, prev, labels, z):
+        with self.autocast():
+            return self.model.rollout_chunk(prev, labels, z)
+
     def capture(self, prev, labels, z):
-        if self.model.training:
-            raise RuntimeError("GraphedRollout captures eval mode: call model.eval() first")
         g = SimpleNamespace(prev=prev.float().clone(), labels=labels.clone(), z=z.clone(), graph=torch.cuda.CUDAGraph())
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The prepared GPU session (about 8 minutes on one H100/H200): the CUDA tests, the recipe study
+# (runs that share the GPU for MINUTES each, validation included), the benchmark alone on the GPU
+# at the default widths with the recommended run's checkpoint, then the Tester twice (cold, warm).
+# Everything lands in OUT_DIR/gpu_results.tar.gz (re-packed after each phase).
+#     bash scripts/gpu_check.sh OUT_DIR [MINUTES] [extra flags for Trainer and benchmark, e.g. tiny widths]
+set -u
+OUT=${1:-gpu_out}; MIN=${2:-3}; shift 2 || true
+EXTRA=("$@")
+export PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+W=runs/gpu_check; R=$W/runs
+rm -rf "$W"; mkdir -p "$R" "$OUT"
+stamp() { echo "== $(date +%T) $*"; }
+pack() { tar czf "$OUT/gpu_results.tar.gz" --exclude='submission.csv' --exclude='*.ckpt' -C "$W" . ; }
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
+  $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"; } > "$W/machine.txt"
+cat "$W/machine.txt"
+stamp "dataset"; $PY synthetic.py --root data/synthetic 2>&1 | tail -1
+stamp "CUDA tests"; timeout 240 $PY -m pytest -q -x tests/test_cuda.py 2>&1 | tail -15 | tee "$W/cuda_tests.log"
+pack
+
+stamp "recipe runs, $MIN minutes each, sharing the GPU"
+run() {  # name, flags...
+  local name=$1; shift
+  timeout $(( ${MIN%.*} * 60 + 240 )) $PY Trainer.py --save_root "$R/$name" --max_minutes "$MIN" --num_epoch 100000 \
+      --gif_every 0 --per_save 100000 "$@" "${EXTRA[@]}" > "$R/$name.log" 2>&1
+  echo "$name exit $?" >> "$R/exits.txt"
+}
+NAMES="recommended rec_tf_decay rec_sigmoid rec_batch32 course_defaults"
+run recommended --preset recommended &
+run rec_tf_decay --preset recommended --tfr 1.0 --tfr_d_step 0.05 &
+run rec_sigmoid --preset recommended --output_activation sigmoid &
+run rec_batch32 --preset recommended --batch_size 32 &
+run course_defaults &
+wait
+cat "$R/exits.txt"
+$PY - "$R" $NAMES <<'PYEOF'
+import csv, sys
+root = sys.argv[1]
+for name in sys.argv[2:]:
+    try:
+        rows = list(csv.DictReader(open(f"{root}/{name}/history.csv")))
+        frames = list(csv.DictReader(open(f"{root}/{name}/psnr_per_frame.csv")))
+    except OSError as e:
+        print(f"{name:16s} no history ({e})"); continue
+    last, best = rows[-1], max(rows, key=lambda r: float(r["val_psnr"]))
+    margin = min(float(f["prediction"]) - float(f["copy_first_frame"]) for f in frames)
+    print(f"{name:16s} epochs {len(rows):3d} min {float(last['minutes']):5.2f} | last val {float(last['val_psnr']):6.2f} "
+          f"(copy {float(last['copy_psnr']):.2f}) min margin/frame {margin:+6.2f} | best {float(best['val_psnr']):6.2f} "
+          f"@ epoch {best['epoch']} | loss {float(last['train_loss']):.4f} tfr {last['tfr']}")
+PYEOF
+pack
+
+BEST=$R/recommended/last.ckpt
+stamp "benchmark (alone on the GPU)"
+timeout 300 $PY scripts/benchmark.py --ckpt_path "$BEST" --json "$W/bench.json" "${EXTRA[@]}" 2>&1 | tee "$W/bench.log"
+pack
+stamp "Tester, cold then warm decode cache"
+for pass in cold warm; do
+  timeout 120 $PY Tester.py --ckpt_path "$BEST" --amp --save_root "$R/recommended/test_$pass" 2>&1 | tail -8 | tee "$W/tester_$pass.log"
+done
+pack
+stamp "done"
