@@ -40,10 +40,10 @@ PRESETS = {
     "course": {},
     # CPU-sized: a narrow model and a few minutes on 2 cores. The study behind it is in the README
     # ("Getting good results"): it does NOT yet beat the copy-the-first-frame baseline on CPU.
-    # GPU-sized: the course widths with what the study in the README found to learn (residual output,
+    # GPU-sized: the course widths with what the study in the README found to learn (sigmoid output,
     # constant beta = 1 from a zero posterior, constant lr, half the steps on the model's own outputs).
     "recommended": dict(batch_size=8, milestones=[], kl_anneal_type="None", tfr=0.5, tfr_sde=0, tfr_d_step=0.0,
-                        output_activation="residual", zero_init_posterior=True, amp=True, num_epoch=40,
+                        output_activation="sigmoid", zero_init_posterior=True, amp=True, num_epoch=40,
                         per_save=10, gif_every=10),
     "quick": dict(F_dim=32, L_dim=16, N_dim=8, D_out_dim=64, batch_size=4, num_epoch=3, train_vi_len=8,
                   partial=0.5, per_save=1, milestones=[], kl_anneal_type="None", tfr=0.5, tfr_sde=0,
@@ -52,7 +52,7 @@ PRESETS = {
 
 # Not inherited from a checkpoint on resume: they describe this invocation, not the run.
 PER_INVOCATION = {"ckpt_path", "num_epoch", "device", "gpu", "num_workers", "test", "save_root",
-                  "store_visualization", "amp", "cuda_graph", "max_minutes"}
+                  "store_visualization", "amp", "cuda_graph", "max_minutes", "channels_last"}
 
 HISTORY_FIELDS = ["epoch", "train_loss", "train_mse", "train_kl", "beta", "tfr", "lr", "bad_steps",
                   "val_mse", "val_psnr", "copy_psnr", "seconds", "minutes"]
@@ -110,6 +110,8 @@ def build_parser():
     a("--amp", action=argparse.BooleanOptionalAction, default=False, help="bf16 autocast for training and validation (GPU)")
     a("--cuda_graph", action=argparse.BooleanOptionalAction, default=True,
       help="replay the validation rollout as a captured CUDA graph (CUDA only)")
+    a("--channels_last", action=argparse.BooleanOptionalAction, default=True,
+      help="channels-last memory format on CUDA (about 18%% faster training on an H200)")
     a("--max_minutes", type=float, default=0, help="stop before an epoch that would end after this many minutes "
       "of this invocation (0: no limit); validation time counts")
     a("--max_bad_steps", type=int, default=20, help="stop after this many non-finite losses in a row")
@@ -424,6 +426,8 @@ def main(argv=None):
     torch.manual_seed(args.seed)
     train_set, val_set = load_data(args)
     model = VAE_Model.from_args(args).to(device)
+    if args.channels_last and device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, args, device)
     run, start_epoch = restore_run(model, optimizer, ckpt, args, log) if ckpt else (new_run(args), 0)
     n_params = sum(p.numel() for p in model.parameters())

@@ -115,7 +115,7 @@ class VAE_Model(nn.Module):
         prev = out[:, 0]
         for start in range(1, T, noise.chunk):
             n = min(noise.chunk, T - start)
-            frames = step(prev, labels[:, start:start + n], noise.next_chunk()[:n])
+            frames = step(prev, labels[:, start:start + n], noise.next_chunk())  # z of a full chunk
             out[:, start:start + n] = frames[:, :n]
             prev = out[:, start + n - 1]
             if progress is not None:
@@ -123,7 +123,7 @@ class VAE_Model(nn.Module):
         return out
 
     def rollout_chunk(self, prev, labels, z):
-        """n frames after prev [B,3,H,W], given their poses labels [B,n,3,H,W] and noise z [n,B,N,H,W].
+        """n frames after prev [B,3,H,W], given their poses labels [B,n,3,H,W] and noise z [>=n,B,N,H,W].
         The pose features of the chunk come from one batched call; the frames from a sequential chain."""
         label_feat = self.label_transformation(labels.flatten(0, 1)).unflatten(0, labels.shape[:2])
         frames = []

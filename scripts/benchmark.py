@@ -201,6 +201,11 @@ def main(argv=None):
         record(f"rollout_fps_{n}seq", n * (T - 1) / t_plain, n * (T - 1) / t_fast, "frames/s", plain_mem,
                peak_mb(device))
         figures[f"rollout_seconds_{n}seq_plain"], figures[f"rollout_seconds_{n}seq_fast"] = t_plain, t_fast
+    if amp:  # the same graph in fp32: fewer kernels (no casts), more bytes
+        step = rollout_step(model, device, False)
+        fp32_rollout = lambda: model.rollout(first, labels, noise(range(S)), step=step)  # noqa: E731
+        fp32_rollout()
+        figures[f"rollout_seconds_{S}seq_fast_fp32_graph"] = timed(fp32_rollout, device)
 
     print(f"device {figures['device']} | torch {figures['torch']} | {figures['params']:,} parameters | "
           f"bf16 {'on' if amp else 'off'} in the fast path")
@@ -211,7 +216,7 @@ def main(argv=None):
         print(f"{name}_ratio: {r:.2f}")
     print(f"course epoch (23,410 frames, batch 2) extrapolated: {figures['epoch_seconds_course_data_batch2']:.0f} s")
     print("other figures: " + ", ".join(f"{k} {v:.1f}" for k, v in figures.items()
-                                         if isinstance(v, float) and ("channels_last" in k or k.startswith(("val_psnr", "train_fps_fast")))))
+                                         if isinstance(v, float) and ("channels_last" in k or "seconds" in k or k.startswith(("val_psnr", "train_fps_fast")))))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
     return figures

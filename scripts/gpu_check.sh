@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The prepared GPU session (about 8 minutes on one H100/H200): the CUDA tests, the recipe study
 # (runs that share the GPU for MINUTES each, validation included), the benchmark alone on the GPU
-# at the default widths with the recommended run's checkpoint, then the Tester twice (cold, warm).
+# at the default widths with the best run's checkpoint, and the Tester twice (cold, warm).
 # Everything lands in OUT_DIR/gpu_results.tar.gz (re-packed after each phase).
 #     bash scripts/gpu_check.sh OUT_DIR [MINUTES] [extra flags for Trainer and benchmark, e.g. tiny widths]
 set -u
@@ -12,7 +12,7 @@ PY=${PYTHON:-python3}
 W=runs/gpu_check; R=$W/runs
 rm -rf "$W"; mkdir -p "$R" "$OUT"
 stamp() { echo "== $(date +%T) $*"; }
-pack() { tar czf "$OUT/gpu_results.tar.gz" --exclude='submission.csv' --exclude='*.ckpt' -C "$W" . ; }
+pack() { tar czf "$OUT/gpu_results.tar.gz" --exclude='submission.csv' --exclude='*.ckpt' --exclude='val_epoch=*.gif' -C "$W" . ; }
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
   $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"; } > "$W/machine.txt"
 cat "$W/machine.txt"
@@ -27,12 +27,9 @@ run() {  # name, flags...
       --gif_every 0 --per_save 100000 "$@" "${EXTRA[@]}" > "$R/$name.log" 2>&1
   echo "$name exit $?" >> "$R/exits.txt"
 }
-NAMES="recommended rec_tf_decay rec_sigmoid rec_batch32 course_defaults"
+NAMES="recommended rec_tf_decay"
 run recommended --preset recommended &
 run rec_tf_decay --preset recommended --tfr 1.0 --tfr_d_step 0.05 &
-run rec_sigmoid --preset recommended --output_activation sigmoid &
-run rec_batch32 --preset recommended --batch_size 32 &
-run course_defaults &
 wait
 cat "$R/exits.txt"
 $PY - "$R" $NAMES <<'PYEOF'
@@ -52,13 +49,22 @@ for name in sys.argv[2:]:
 PYEOF
 pack
 
-BEST=$R/recommended/last.ckpt
-stamp "benchmark (alone on the GPU)"
-timeout 300 $PY scripts/benchmark.py --ckpt_path "$BEST" --json "$W/bench.json" "${EXTRA[@]}" 2>&1 | tee "$W/bench.log"
-pack
-stamp "Tester, cold then warm decode cache"
+BEST=$($PY - "$R" $NAMES <<'PYEOF'
+import csv, sys
+import os
+runs = [n for n in sys.argv[2:] if os.path.exists(f"{sys.argv[1]}/{n}/history.csv")]
+best = max(((max(float(r["val_psnr"]) for r in csv.DictReader(open(f"{sys.argv[1]}/{n}/history.csv"))), n)
+            for n in runs), default=(0, "recommended"))
+print(f"{sys.argv[1]}/{best[1]}/best.ckpt")
+PYEOF
+)
+stamp "Tester on $BEST, cold then warm decode cache"
 for pass in cold warm; do
-  timeout 120 $PY Tester.py --ckpt_path "$BEST" --amp --save_root "$R/recommended/test_$pass" 2>&1 | tail -8 | tee "$W/tester_$pass.log"
+  timeout 120 $PY Tester.py --ckpt_path "$BEST" --amp --save_root "$W/test_$pass" 2>&1 | tail -8 | tee "$W/tester_$pass.log"
 done
+rm -f "$W"/test_cold/*.gif "$W"/test_warm/pred_seq[1-9]*.gif
+pack
+stamp "benchmark (alone on the GPU)"
+timeout 300 $PY scripts/benchmark.py --ckpt_path "$BEST" --big_batches 32 --steps 10 --json "$W/bench.json" "${EXTRA[@]}" 2>&1 | tee "$W/bench.log"
 pack
 stamp "done"
