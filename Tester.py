@@ -8,7 +8,9 @@ PROCESS_START = time.time()  # before the heavy imports, so the summary can repo
 
 import argparse  # noqa: E402
 import csv  # noqa: E402
+import os  # noqa: E402
 import sys  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
@@ -109,11 +111,14 @@ def main(argv=None):
                                  step=rollout_step(model, args.device, args.amp, args.cuda_graph))
     frames = media.to_uint8(pred)
     frames[:, 0] = test.frames[:, 0]  # row 0 of each sequence is the given first frame, bit for bit
-    media.write_submission(frames, save_root / "submission.csv")
-    if not args.no_gif:
-        for i, name in enumerate(test.sequence_names):
-            panels = [frames[i]] + ([gt[i]] if gt is not None else []) + [test.labels[i]]
-            media.write_gif(media.side_by_side(*panels), save_root / f"pred_seq{name}.gif")
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # PIL and numpy release the GIL
+        jobs = [pool.submit(media.write_submission, frames, save_root / "submission.csv")]
+        if not args.no_gif:
+            for i, name in enumerate(test.sequence_names):
+                panels = [frames[i]] + ([gt[i]] if gt is not None else []) + [test.labels[i]]
+                jobs.append(pool.submit(media.write_gif, media.side_by_side(*panels), save_root / f"pred_seq{name}.gif"))
+        for job in jobs:
+            job.result()  # re-raises a writer's error here
     if gt is not None:
         score(torch.from_numpy(frames).float() / 255, gt, test.sequence_names, save_root)  # what the CSV holds
     now = time.time()
