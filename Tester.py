@@ -19,12 +19,13 @@ from tqdm import tqdm  # noqa: E402
 import checkpoint  # noqa: E402
 import media  # noqa: E402
 import plotting  # noqa: E402
-from dataloader import DatasetError, Dataset_Dance, load_test_gt  # noqa: E402
-from metrics import copy_first_frame_psnr, psnr_per_frame  # noqa: E402
 from cuda_graphs import rollout_step  # noqa: E402
-from model import ARCH_FLAGS, VAE_Model, autocast, rollout_noise  # noqa: E402
+from dataloader import DatasetError, Dataset_Dance, load_test_gt  # noqa: E402
+from metrics import copy_first_frame_psnr, psnr_per_frame, sample_summary, ssim  # noqa: E402
+from model import ARCH_FLAGS, NoiseSource, VAE_Model, autocast  # noqa: E402
 
-COURSE_ARCH = dict(F_dim=128, L_dim=32, N_dim=12, D_out_dim=192, output_activation="none", frame_H=32, frame_W=64)
+COURSE_ARCH = dict(F_dim=128, L_dim=32, N_dim=12, D_out_dim=192, output_activation="none", prior="fixed",
+                   frame_H=32, frame_W=64)
 
 
 def parse_args(argv=None):
@@ -38,12 +39,14 @@ def parse_args(argv=None):
     a("--test_len", type=int, default=630, help="frames per sequence, the given first frame included")
     a("--gt_dir", default=None, help="ground-truth frames <gt_dir>/<i>/<n>.png (default: DR/test/test_gt if any)")
     a("--no_gif", action="store_true", help="skip the GIFs")
+    a("--eval_samples", type=int, default=1, help="rollouts per sequence: mean and best-of-K PSNR/SSIM "
+      "(the CSV holds sample 0: there is no ground truth to choose by)")
     a("--amp", action=argparse.BooleanOptionalAction, default=False, help="bf16 autocast for the rollout (GPU)")
     a("--cuda_graph", action=argparse.BooleanOptionalAction, default=True,
       help="replay the rollout as a captured CUDA graph (CUDA only)")
     # only for course checkpoints, which carry no architecture; a Trainer checkpoint's own args win
     for flag in ARCH_FLAGS:
-        a(f"--{flag}", default=None, type=str if flag == "output_activation" else int,
+        a(f"--{flag}", default=None, type=str if flag in ("output_activation", "prior") else int,
           help=f"course checkpoints only (default {COURSE_ARCH[flag]})")
     return p.parse_args(argv)
 
@@ -76,24 +79,37 @@ def load_model(args):
 
 
 def score(pred, gt, names, save_root):
-    """PSNR per sequence and per frame against ground truth, beside the copy-the-first-frame baseline."""
+    """PSNR and SSIM per sequence and per frame against ground truth: pred [S,K,T,3,H,W] (K samples),
+    the mean over samples and the best sample per sequence, beside the copy-the-first-frame baseline."""
     gt = torch.from_numpy(gt).float() / 255
-    psnr = psnr_per_frame(pred[:, 1:].cpu(), gt[:, 1:])
+    K = pred.shape[1]
+    target = gt[:, None, 1:].expand(-1, K, -1, -1, -1, -1)
+    psnr, sim = psnr_per_frame(pred[:, :, 1:], target), ssim(pred[:, :, 1:], target)  # [S, K, T-1]
+    best = sample_summary(psnr, sim)["best_sample"]
+    rows = torch.arange(len(best))
+    psnr_best, sim_best = psnr[rows, best], sim[rows, best]  # [S, T-1]
     copy = copy_first_frame_psnr(gt)[:, 1:]
     with open(save_root / "psnr.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["sequence", "psnr", "copy_first_frame_psnr"])
-        for name, p, c in zip(names, psnr.mean(1).tolist(), copy.mean(1).tolist()):
-            w.writerow([name, f"{p:.4f}", f"{c:.4f}"])
-            print(f"  sequence {name}: PSNR {p:.2f} dB (copy first frame {c:.2f} dB)")
-    plotting.plot_psnr_per_frame({"prediction": psnr.mean(0), "copy first frame": copy.mean(0)},
-                                 save_root / "psnr_per_frame.png", title="test PSNR per frame (mean over sequences)")
-    print(f"  mean PSNR {psnr.mean():.2f} dB (copy first frame {copy.mean():.2f} dB)")
+        w.writerow(["sequence", "psnr", "ssim", "psnr_best_of_k", "ssim_best_of_k", "copy_first_frame_psnr"])
+        per_seq = zip(names, psnr.mean((1, 2)).tolist(), sim.mean((1, 2)).tolist(), psnr_best.mean(1).tolist(),
+                      sim_best.mean(1).tolist(), copy.mean(1).tolist())
+        for name, p, s, pb, sb, c in per_seq:
+            w.writerow([name, *(f"{v:.4f}" for v in (p, s, pb, sb, c))])
+            print(f"  sequence {name}: PSNR {p:.2f} dB, SSIM {s:.3f} (copy first frame {c:.2f} dB)")
+    curves = {"prediction": psnr.mean((0, 1)), "copy first frame": copy.mean(0)}
+    if K > 1:
+        curves[f"best of {K} samples"] = psnr_best.mean(0)
+    plotting.plot_psnr_per_frame(curves, save_root / "psnr_per_frame.png", title="test PSNR per frame (mean over sequences)")
+    best_text = f"; best of {K}: PSNR {psnr_best.mean():.2f} dB, SSIM {sim_best.mean():.3f}" if K > 1 else ""
+    print(f"  mean PSNR {psnr.mean():.2f} dB, SSIM {sim.mean():.3f} (copy first frame {copy.mean():.2f} dB){best_text}")
     return psnr
 
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.eval_samples < 1:
+        raise ValueError(f"--eval_samples must be >= 1, got {args.eval_samples}")
     work_start = time.time()
     model, arch = load_model(args)
     size = (arch.frame_H, arch.frame_W)
@@ -101,16 +117,17 @@ def main(argv=None):
     gt = load_test_gt(args.gt_dir, test.sequence_names, args.test_len, *size) if args.gt_dir else test.gt
     save_root = Path(args.save_root) if args.save_root else Path(args.ckpt_path).parent / "test"
     save_root.mkdir(parents=True, exist_ok=True)
-    S, T = len(test), args.test_len
-    first = torch.from_numpy(test.frames[:, 0]).to(args.device).float() / 255
-    labels = torch.from_numpy(test.labels).to(args.device).float() / 255
-    noise = rollout_noise(model, args.seed, range(S), 0, *size, args.device)
-    with tqdm(total=S * (T - 1), desc="rollout", unit="frame", ncols=100, disable=None) as bar:
+    S, K, T = len(test), args.eval_samples, args.test_len
+    first = torch.from_numpy(test.frames[:, 0]).to(args.device).float().repeat_interleave(K, 0) / 255
+    labels = torch.from_numpy(test.labels).to(args.device).float().repeat_interleave(K, 0) / 255
+    noise = NoiseSource([(args.seed, s, k) for s in range(S) for k in range(K)], (model.N_dim, *size), args.device)
+    with tqdm(total=S * K * (T - 1), desc="rollout", unit="frame", ncols=100, disable=None) as bar:
         with autocast(args.device, args.amp):
             pred = model.rollout(first, labels, noise, progress=bar,
                                  step=rollout_step(model, args.device, args.amp, args.cuda_graph))
-    frames = media.to_uint8(pred)
-    frames[:, 0] = test.frames[:, 0]  # row 0 of each sequence is the given first frame, bit for bit
+    samples = media.to_uint8(pred).reshape(S, K, *pred.shape[1:])  # row s*K + k: sequence s, sample k
+    samples[:, :, 0] = test.frames[:, None, 0]
+    frames = samples[:, 0]  # row 0 of each sequence is the given first frame, bit for bit
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # PIL and numpy release the GIL
         jobs = [pool.submit(media.write_submission, frames, save_root / "submission.csv")]
         if not args.no_gif:
@@ -120,7 +137,7 @@ def main(argv=None):
         for job in jobs:
             job.result()  # re-raises a writer's error here
     if gt is not None:
-        score(torch.from_numpy(frames).float() / 255, gt, test.sequence_names, save_root)  # what the CSV holds
+        score(torch.from_numpy(samples).float() / 255, gt, test.sequence_names, save_root)  # what the CSV holds
     now = time.time()
     print(f"{S} sequences x {T} frames in {now - work_start:.1f} s (process {now - PROCESS_START:.1f} s) "
           f"-> {save_root}/submission.csv" + ("" if args.no_gif else ", pred_seq<i>.gif"))

@@ -27,10 +27,10 @@ except ImportError:  # Windows: no lock
 import checkpoint
 import media
 import plotting
-from dataloader import DatasetError, Dataset_Dance
-from metrics import copy_first_frame_psnr, psnr_per_frame
 from cuda_graphs import rollout_step
-from model import ARCH_FLAGS, VAE_Model, autocast, rollout_noise
+from dataloader import DatasetError, Dataset_Dance
+from metrics import copy_first_frame_psnr, psnr_per_frame, sample_summary, ssim
+from model import ARCH_FLAGS, PRIORS, NoiseSource, VAE_Model, autocast
 from schedules import kl_annealing, next_tfr, normalize_kl_type, use_teacher_forcing
 
 DEFAULT_DR = "data/synthetic"
@@ -55,7 +55,7 @@ PER_INVOCATION = {"ckpt_path", "num_epoch", "device", "gpu", "num_workers", "tes
                   "store_visualization", "amp", "cuda_graph", "max_minutes", "channels_last"}
 
 HISTORY_FIELDS = ["epoch", "train_loss", "train_mse", "train_kl", "beta", "tfr", "lr", "bad_steps",
-                  "val_mse", "val_psnr", "copy_psnr", "seconds", "minutes"]
+                  "val_mse", "val_psnr", "copy_psnr", "val_ssim", "val_psnr_best", "val_ssim_best", "seconds", "minutes"]
 
 
 def build_parser():
@@ -99,6 +99,9 @@ def build_parser():
     a("--output_activation", default="sigmoid", choices=["sigmoid", "none", "residual"],
       help="'none' reproduces the course model (pixels may leave [0,1]); 'residual' predicts a change "
            "to the previous frame")
+    a("--prior", default="fixed", choices=PRIORS,
+      help="z at validation/test: 'fixed' N(0,I) (the course, SVG-FP) or 'learned' p(z_t | x_t-1, p_t) (SVG-LP)")
+    a("--eval_samples", type=int, default=1, help="rollouts per val sequence: mean and best-of-K PSNR/SSIM")
     a("--milestones", type=int, nargs="*", default=[2, 5], help="MultiStepLR epochs where lr *= gamma")
     a("--gamma", type=float, default=0.1)
     a("--grad_clip", type=float, default=1.0, help="gradient-norm clip (0: off)")
@@ -141,7 +144,7 @@ def parse_args(argv=None):
         if key not in args.explicit:
             setattr(args, key, value)
     args.kl_anneal_type = normalize_kl_type(args.kl_anneal_type)
-    for flag in ("batch_size", "per_save", "train_vi_len", "val_vi_len", "frame_H", "frame_W"):
+    for flag in ("batch_size", "per_save", "train_vi_len", "val_vi_len", "frame_H", "frame_W", "eval_samples"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
     return args
@@ -319,33 +322,43 @@ def locked(save_root):
 
 @torch.no_grad()
 def validate(model, val, args, device, step=None):
-    """Roll out every val sequence from its first frame with z ~ N(0,I) from generators seeded the
-    same way each epoch, so PSNR is comparable across epochs."""
+    """Roll out every val sequence from its first frame, --eval_samples times each (one batch), with
+    z drawn from generators seeded the same way each epoch, so scores are comparable across epochs."""
     was_training = model.training
     model.eval()
-    img = torch.from_numpy(val.frames[:len(val) * val.video_len]).view(len(val), val.video_len, 3, *val.size)
-    label = torch.from_numpy(val.labels[:len(val) * val.video_len]).view_as(img)
+    S, K, T = len(val), args.eval_samples, val.video_len
+    img = torch.from_numpy(val.frames[:S * T]).view(S, T, 3, *val.size)
+    label = torch.from_numpy(val.labels[:S * T]).view_as(img)
     img, label = img.to(device).float() / 255, label.to(device).float() / 255
-    noise = rollout_noise(model, args.seed, range(len(val)), 0, *val.size, device)
-    with autocast(device, args.amp):
-        pred = model.rollout(img[:, 0], label, noise, step=step)
+    noise = NoiseSource([(args.seed, s, k) for s in range(S) for k in range(K)], (model.N_dim, *val.size), device)
+    with autocast(device, args.amp):  # row s*K + k: sequence s, sample k
+        pred = model.rollout(img[:, 0].repeat_interleave(K, 0), label.repeat_interleave(K, 0), noise, step=step)
     model.train(was_training)
-    psnr = psnr_per_frame(pred[:, 1:], img[:, 1:])  # [S, T-1]
+    pred = pred.unflatten(0, (S, K))
+    target = img[:, None, 1:].expand(-1, K, -1, -1, -1, -1)
+    scores = sample_summary(psnr_per_frame(pred[:, :, 1:], target), ssim(pred[:, :, 1:], target))
     copy = copy_first_frame_psnr(img)[:, 1:]
-    return {"pred": pred, "img": img, "label": label, "psnr_per_frame": psnr.mean(0).cpu(),
-            "copy_per_frame": copy.mean(0).cpu(), "val_psnr": psnr.mean().item(),
+    return {"pred": pred[:, 0], "img": img, "label": label, "psnr_per_frame": scores["psnr_mean"].cpu(),
+            "psnr_best_per_frame": scores["psnr_best"].cpu(), "copy_per_frame": copy.mean(0).cpu(),
+            "ssim_per_frame": scores["ssim_mean"].cpu(), "ssim_best_per_frame": scores["ssim_best"].cpu(),
+            "val_psnr": scores["psnr_mean"].mean().item(), "val_psnr_best": scores["psnr_best"].mean().item(),
+            "val_ssim": scores["ssim_mean"].mean().item(), "val_ssim_best": scores["ssim_best"].mean().item(),
             "copy_psnr": copy.mean().item(),
-            "val_mse": (pred[:, 1:].clamp(0, 1) - img[:, 1:]).pow(2).mean().item()}
+            "val_mse": (pred[:, :, 1:].clamp(0, 1) - target).pow(2).mean().item()}
 
 
 def save_validation_media(result, save_root, epoch, gif):
     with open(save_root / "psnr_per_frame.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["frame", "prediction", "copy_first_frame"])
-        for t, (p, c) in enumerate(zip(result["psnr_per_frame"].tolist(), result["copy_per_frame"].tolist()), 1):
-            w.writerow([t, f"{p:.4f}", f"{c:.4f}"])
-    plotting.plot_psnr_per_frame({"prediction": result["psnr_per_frame"], "copy first frame": result["copy_per_frame"]},
-                                 save_root / "psnr_per_frame.png", title=f"validation, epoch {epoch}")
+        w.writerow(["frame", "prediction", "best_of_k", "copy_first_frame", "ssim", "ssim_best_of_k"])
+        curves = (result[k].tolist() for k in ("psnr_per_frame", "psnr_best_per_frame", "copy_per_frame",
+                                                "ssim_per_frame", "ssim_best_per_frame"))
+        for t, values in enumerate(zip(*curves), 1):
+            w.writerow([t, *(f"{v:.4f}" for v in values)])
+    curves = {"prediction (mean of samples)": result["psnr_per_frame"], "copy first frame": result["copy_per_frame"]}
+    if not torch.equal(result["psnr_best_per_frame"], result["psnr_per_frame"]):
+        curves["best of samples"] = result["psnr_best_per_frame"]
+    plotting.plot_psnr_per_frame(curves, save_root / "psnr_per_frame.png", title=f"validation, epoch {epoch}")
     if gif:
         panels = [media.to_uint8(result[k][0]) for k in ("pred", "img", "label")]
         media.write_gif(media.side_by_side(*panels), save_root / f"val_epoch={epoch}.gif")
@@ -472,8 +485,8 @@ def run_epochs(model, optimizer, run, start_epoch, train_set, val_set, args, sav
         (loss, mse, kl), bad = trained
         result = validate(model, val_set, args, device, rollout)
         row = dict(epoch=epoch, train_loss=loss, train_mse=mse, train_kl=kl, beta=beta, tfr=run["tfr"],
-                   lr=optimizer.param_groups[0]["lr"], bad_steps=bad, val_mse=result["val_mse"],
-                   val_psnr=result["val_psnr"], copy_psnr=result["copy_psnr"])
+                   lr=optimizer.param_groups[0]["lr"], bad_steps=bad,
+                   **{k: result[k] for k in ("val_mse", "val_psnr", "copy_psnr", "val_ssim", "val_psnr_best", "val_ssim_best")})
         run["tfr"] = next_tfr(run["tfr"], epoch, args.tfr_sde, args.tfr_d_step)
         run["annealer"].update()
         is_best = result["val_psnr"] > run["best_psnr"]
@@ -492,7 +505,7 @@ def run_epochs(model, optimizer, run, start_epoch, train_set, val_set, args, sav
         if stop.requested:
             raise Interrupted(f"interrupted after epoch {epoch}", save_root)
         log(f"epoch {epoch}: loss {loss:.4f} (MSE {mse:.5f}, KL {kl:.2f}, beta {beta:.2f}) tfr {row['tfr']:.2f} "
-            f"| val PSNR {result['val_psnr']:.2f} dB (copy first frame {result['copy_psnr']:.2f}) "
+            f"| val PSNR {result['val_psnr']:.2f} dB (copy first frame {result['copy_psnr']:.2f}) SSIM {result['val_ssim']:.3f} "
             f"| {row['seconds']:.0f} s{' | best' if is_best else ''}")
     log(f"done: {save_root}")
     return run

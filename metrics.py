@@ -39,3 +39,12 @@ def ssim(pred, target, data_range=1.0, size=11, sigma=1.5, k1=0.01, k2=0.03):
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
     s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
     return s.flatten(1).mean(1).reshape(*shape[:-2]).mean(-1)
+
+
+def sample_summary(psnr, ssim):
+    """psnr, ssim: [S, K, T] per sequence, sample and frame. Per-frame curves [T] of the mean over the
+    K samples and of the best sample of each sequence, chosen by its mean PSNR (as SVG and SRVP report)."""
+    best = psnr.mean(-1).argmax(1)  # [S]
+    rows = torch.arange(len(best), device=psnr.device)
+    return {"psnr_mean": psnr.mean((0, 1)), "psnr_best": psnr[rows, best].mean(0),
+            "ssim_mean": ssim.mean((0, 1)), "ssim_best": ssim[rows, best].mean(0), "best_sample": best}

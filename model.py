@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from modules import (Decoder_Fusion, Gaussian_Predictor, Generator, Label_Encoder, RGB_Encoder,
                      check_dims, reparameterize)
 
-ARCH_FLAGS = ("F_dim", "L_dim", "N_dim", "D_out_dim", "output_activation", "frame_H", "frame_W")
+ARCH_FLAGS = ("F_dim", "L_dim", "N_dim", "D_out_dim", "output_activation", "prior", "frame_H", "frame_W")
+PRIORS = ("fixed", "learned")
 
 
 def autocast(device, enabled):
@@ -21,9 +22,15 @@ def kl_criterion(mu, logvar, batch_size):
     return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / batch_size
 
 
+def kl_gaussians(mu_q, logvar_q, mu_p, logvar_p, batch_size):
+    """KL(N(mu_q, exp(logvar_q)) || N(mu_p, exp(logvar_p))) for diagonal Gaussians, summed over the
+    latent, averaged over the batch. Both sides get gradients (SVG-LP trains the prior through it)."""
+    return 0.5 * torch.sum(logvar_p - logvar_q + (logvar_q.exp() + (mu_q - mu_p).pow(2)) * torch.exp(-logvar_p) - 1) / batch_size
+
+
 class VAE_Model(nn.Module):
     def __init__(self, F_dim=128, L_dim=32, N_dim=12, D_out_dim=192, output_activation="sigmoid",
-                 zero_init_posterior=False):
+                 zero_init_posterior=False, prior="fixed"):
         super().__init__()
         check_dims(F_dim, L_dim, N_dim, D_out_dim)
         self.N_dim = N_dim
@@ -35,11 +42,27 @@ class VAE_Model(nn.Module):
         if zero_init_posterior:  # mu = logvar = 0 at start: KL starts at 0 instead of thousands
             nn.init.zeros_(self.Gaussian_Predictor[-1].weight)
             nn.init.zeros_(self.Gaussian_Predictor[-1].bias)
+        if prior not in PRIORS:
+            raise ValueError(f"--prior must be one of {PRIORS}, got {prior!r}")
+        # SVG-LP: p(z_t | x_{t-1}, p_t) from the features the decoder sees. It starts as N(0, I).
+        self.Learned_Prior = Gaussian_Predictor(F_dim + L_dim, N_dim) if prior == "learned" else None
+        if self.Learned_Prior is not None:
+            nn.init.zeros_(self.Learned_Prior[-1].weight)
+            nn.init.zeros_(self.Learned_Prior[-1].bias)
 
     @classmethod
     def from_args(cls, args):
         return cls(args.F_dim, args.L_dim, args.N_dim, args.D_out_dim, args.output_activation,
-                   getattr(args, "zero_init_posterior", False))
+                   getattr(args, "zero_init_posterior", False), getattr(args, "prior", "fixed"))
+
+    def prior(self, prev_feat, label_feat):
+        """(mu, logvar) of the learned prior p(z_t | x_{t-1}, p_t), or None for the fixed N(0, I)."""
+        return None if self.Learned_Prior is None else self.Learned_Prior.params(prev_feat, label_feat)
+
+    def kl(self, mu, logvar, prior, batch_size):
+        if prior is None:
+            return kl_criterion(mu, logvar, batch_size)
+        return kl_gaussians(mu, logvar, *prior, batch_size)
 
     def decode(self, prev_frame, prev_feat, label_feat, z):
         """x̂_t from the previous frame (its pixels matter only to --output_activation residual)."""
@@ -59,27 +82,28 @@ class VAE_Model(nn.Module):
         B, T = img.shape[:2]
         if eps is None:
             eps = torch.randn(B, T - 1, self.N_dim, *img.shape[-2:], device=img.device, dtype=img.dtype)
-        if per_frame:
-            preds, mus, logvars = self._frames_one_by_one(img, label, teacher_forcing, detach_prev, eps)
-        else:
-            preds, mus, logvars = self._frames_batched_over_time(img, label, teacher_forcing, detach_prev, eps)
+        run = self._frames_one_by_one if per_frame else self._frames_batched_over_time
+        preds, mus, logvars, priors = run(img, label, teacher_forcing, detach_prev, eps)
         preds, mus, logvars = preds.float(), mus.float(), logvars.float()  # the loss in fp32, also under --amp
         mse = sum(F.mse_loss(preds[:, t], img[:, t + 1]) for t in range(T - 1))
-        kl = sum(kl_criterion(mus[:, t], logvars[:, t], B) for t in range(T - 1))
+        prior_at = (lambda t: None) if priors is None else (lambda t: (priors[0][:, t].float(), priors[1][:, t].float()))
+        kl = sum(self.kl(mus[:, t], logvars[:, t], prior_at(t), B) for t in range(T - 1))
         return mse + beta * kl, mse, kl, preds
 
     def _frames_one_by_one(self, img, label, teacher_forcing, detach_prev, eps):
-        preds, mus, logvars = [], [], []
+        preds, mus, logvars, priors = [], [], [], []
         prev = img[:, 0]
         for t in range(1, img.shape[1]):
             label_feat = self.label_transformation(label[:, t])
             z, mu, logvar = self.Gaussian_Predictor(self.frame_transformation(img[:, t]), label_feat, eps[:, t - 1])
             if teacher_forcing:
                 prev = img[:, t - 1]
-            out = self.decode(prev, self.frame_transformation(prev), label_feat, z)
+            prev_feat = self.frame_transformation(prev)
+            priors.append(self.prior(prev_feat, label_feat))
+            out = self.decode(prev, prev_feat, label_feat, z)
             prev = out.detach() if detach_prev else out
             preds.append(out), mus.append(mu), logvars.append(logvar)
-        return torch.stack(preds, 1), torch.stack(mus, 1), torch.stack(logvars, 1)
+        return torch.stack(preds, 1), torch.stack(mus, 1), torch.stack(logvars, 1), stack_priors(priors)
 
     def _frames_batched_over_time(self, img, label, teacher_forcing, detach_prev, eps):
         B, T = img.shape[:2]
@@ -89,16 +113,19 @@ class VAE_Model(nn.Module):
         z, mu, logvar = self.Gaussian_Predictor(flat(frame_feat[:, 1:]), flat(label_feat), flat(eps))
         z, mu, logvar = (x.unflatten(0, (B, T - 1)) for x in (z, mu, logvar))
         if teacher_forcing:  # every previous frame is known: one parallel call over time
+            prior = self.prior(flat(frame_feat[:, :-1]), flat(label_feat))
+            prior = None if prior is None else tuple(p.unflatten(0, (B, T - 1)) for p in prior)
             preds = self.decode(flat(img[:, :-1]), flat(frame_feat[:, :-1]), flat(label_feat), flat(z))
-            return preds.unflatten(0, (B, T - 1)), mu, logvar
-        preds, prev, prev_feat = [], img[:, 0], frame_feat[:, 0]
+            return preds.unflatten(0, (B, T - 1)), mu, logvar, prior
+        preds, priors, prev, prev_feat = [], [], img[:, 0], frame_feat[:, 0]
         for t in range(T - 1):
+            priors.append(self.prior(prev_feat, label_feat[:, t]))
             out = self.decode(prev, prev_feat, label_feat[:, t], z[:, t])
             preds.append(out)
             if t < T - 2:
                 prev = out.detach() if detach_prev else out
                 prev_feat = self.frame_transformation(prev)
-        return torch.stack(preds, 1), mu, logvar
+        return torch.stack(preds, 1), mu, logvar, stack_priors(priors)
 
     # -- rollout ----------------------------------------------------------------------------
 
@@ -128,9 +155,19 @@ class VAE_Model(nn.Module):
         label_feat = self.label_transformation(labels.flatten(0, 1)).unflatten(0, labels.shape[:2])
         frames = []
         for k in range(labels.shape[1]):
-            prev = self.decode(prev, self.frame_transformation(prev), label_feat[:, k], z[k]).float()
+            prev_feat = self.frame_transformation(prev)
+            prior = self.prior(prev_feat, label_feat[:, k])
+            z_k = z[k] if prior is None else reparameterize(*prior, z[k])  # z ~ N(0, I) or the learned prior
+            prev = self.decode(prev, prev_feat, label_feat[:, k], z_k).float()
             frames.append(prev)
         return torch.stack(frames, 1)
+
+
+def stack_priors(priors):
+    """A list over time of (mu, logvar) or None -> (mu [B,T,...], logvar [B,T,...]) or None."""
+    if priors[0] is None:
+        return None
+    return torch.stack([p[0] for p in priors], 1), torch.stack([p[1] for p in priors], 1)
 
 
 def stream_seed(*parts):

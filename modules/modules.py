@@ -52,8 +52,12 @@ class Gaussian_Predictor(nn.Sequential):
             nn.Conv2d(n, n * 2, kernel_size=1),
         )
 
+    def params(self, frame_feat, label_feat):
+        """mu, logvar only (no sample)."""
+        return super().forward(torch.cat([frame_feat, label_feat], dim=1)).chunk(2, dim=1)
+
     def forward(self, frame_feat, label_feat, eps=None):
-        mu, logvar = super().forward(torch.cat([frame_feat, label_feat], dim=1)).chunk(2, dim=1)
+        mu, logvar = self.params(frame_feat, label_feat)
         if eps is None:
             eps = torch.randn_like(mu)
         return reparameterize(mu, logvar, eps), mu, logvar

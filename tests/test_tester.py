@@ -11,7 +11,7 @@ import Trainer
 from conftest import TINY, make_dataset
 from dataloader import DatasetError
 from media import submission_bytes, write_submission
-from model import VAE_Model, rollout_noise
+from model import NoiseSource, VAE_Model, rollout_noise
 
 
 def test_csv_format_and_chw_order(tmp_path):
@@ -80,8 +80,9 @@ def test_scores_against_gt_dir(trained, tmp_path):
     data, _ = trained
     run_tester(trained, tmp_path / "a", "--no_gif", "--gt_dir", str(data / "test" / "test_gt"))
     rows = list(csv.reader(open(tmp_path / "a" / "psnr.csv")))
-    assert rows[0] == ["sequence", "psnr", "copy_first_frame_psnr"] and len(rows) == 4
-    assert all(0 < float(r[1]) < 100 for r in rows[1:])
+    assert rows[0] == ["sequence", "psnr", "ssim", "psnr_best_of_k", "ssim_best_of_k", "copy_first_frame_psnr"]
+    assert len(rows) == 4 and all(0 < float(r[1]) < 100 and -1 <= float(r[2]) <= 1 for r in rows[1:])
+    assert all(r[1] == r[3] and r[2] == r[4] for r in rows[1:])  # one sample: best of 1 = mean
 
 
 def test_too_few_labels_names_the_folder(trained, tmp_path):
@@ -133,3 +134,22 @@ def test_rollout_copies_each_chunk_out_of_a_reused_padded_buffer():
     noise = lambda: rollout_noise(model, 3, [0, 1], 0, 16, 24, "cpu")  # noqa: E731
     expected = model.rollout(first, labels, noise())
     assert torch.allclose(model.rollout(first, labels, noise(), step=step), expected, atol=1e-6)
+
+
+def test_k_samples_batched_equal_k_single_runs_and_csv_keeps_sample_0(trained, tmp_path):
+    data, ckpt = trained
+    model = Tester.load_model(Tester.parse_args(["--ckpt_path", str(ckpt), "--device", "cpu"]))[0]
+    g = torch.Generator().manual_seed(0)
+    first, labels = torch.rand(2, 3, 48, 96, generator=g), torch.rand(2, 6, 3, 48, 96, generator=g)
+    keys = [(1, s, k) for s in range(2) for k in range(3)]
+    batched = model.rollout(first.repeat_interleave(3, 0), labels.repeat_interleave(3, 0), NoiseSource(keys, (4, 48, 96), "cpu"))
+    for row, (seed, s, k) in enumerate(keys):
+        alone = model.rollout(first[s:s + 1], labels[s:s + 1], NoiseSource([(seed, s, k)], (4, 48, 96), "cpu"))
+        assert torch.allclose(batched[row:row + 1], alone, atol=1e-5)
+    assert not torch.allclose(batched[0], batched[1])  # the samples differ
+    one = run_tester(trained, tmp_path / "k1", "--no_gif")
+    three = run_tester(trained, tmp_path / "k3", "--no_gif", "--eval_samples", "3")
+    assert (tmp_path / "k1" / "submission.csv").read_bytes() == (tmp_path / "k3" / "submission.csv").read_bytes()
+    rows = list(csv.DictReader(open(tmp_path / "k3" / "psnr.csv")))
+    assert all(float(r["psnr_best_of_k"]) >= float(r["psnr"]) - 1e-6 for r in rows)
+    assert np.array_equal(one, three)

@@ -41,17 +41,50 @@ def test_every_frame_reaches_the_loss(per_frame, teacher_forcing):
     assert loss.item() == pytest.approx(mse.item() + kl.item(), rel=1e-6)
 
 
-@pytest.mark.parametrize("activation", ["sigmoid", "residual"])
+@pytest.mark.parametrize("activation,prior", [("sigmoid", "fixed"), ("residual", "fixed"), ("sigmoid", "learned")])
 @pytest.mark.parametrize("teacher_forcing", [True, False])
-def test_batched_over_time_equals_frame_by_frame_in_eval_mode(teacher_forcing, activation):
-    model = VAE_Model(8, 4, 4, 8, output_activation=activation).eval()
+def test_batched_over_time_equals_frame_by_frame_in_eval_mode(teacher_forcing, activation, prior):
+    model = VAE_Model(8, 4, 4, 8, output_activation=activation, prior=prior).eval()
     torch.nn.init.normal_(model.Generator[-1].weight)  # residual starts at zero: make it matter
+    if prior == "learned":  # the prior head starts at N(0, I): make it matter
+        torch.nn.init.normal_(model.Learned_Prior[-1].weight, std=0.1)
     img, label = clip()
     eps = torch.randn(2, 4, 4, 16, 24)
     a = model.clip_loss(img, label, 0.5, teacher_forcing, per_frame=True, eps=eps)
     b = model.clip_loss(img, label, 0.5, teacher_forcing, per_frame=False, eps=eps)
     for x, y in zip(a, b):
         assert torch.allclose(x, y, atol=1e-4), (x, y)
+
+
+def test_kl_of_two_gaussians_matches_monte_carlo_and_the_fixed_prior_case():
+    from model import kl_criterion, kl_gaussians
+    g = torch.Generator().manual_seed(0)
+    mu_q, mu_p = torch.randn(2, 3, 4, 5, generator=g), torch.randn(2, 3, 4, 5, generator=g)
+    lv_q, lv_p = torch.randn(2, 3, 4, 5, generator=g) * 0.5, torch.randn(2, 3, 4, 5, generator=g) * 0.5
+    closed = kl_gaussians(mu_q, lv_q, mu_p, lv_p, batch_size=2)
+    q = torch.distributions.Normal(mu_q.double(), (lv_q.double() / 2).exp())
+    p = torch.distributions.Normal(mu_p.double(), (lv_p.double() / 2).exp())
+    z = q.sample((200_000,))
+    monte_carlo = (q.log_prob(z) - p.log_prob(z)).mean(0).sum() / 2
+    assert closed.item() == pytest.approx(monte_carlo.item(), rel=0.02)
+    zeros = torch.zeros_like(mu_p)
+    assert kl_gaussians(mu_q, lv_q, zeros, zeros, 2).item() == pytest.approx(kl_criterion(mu_q, lv_q, 2).item(), rel=1e-5)
+
+
+def test_learned_prior_trains_end_to_end_and_the_tester_uses_it(tiny_data, tmp_path):
+    import Tester
+    Trainer.main(run_args(tiny_data, tmp_path / "run", "--prior", "learned", "--num_epoch", "2", "--tfr", "0.5",
+                          "--eval_samples", "2"))
+    rows = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    assert len(rows) == 3 and "nan" not in rows[-1]
+    ckpt = checkpoint.load(tmp_path / "run" / "last.ckpt")
+    assert ckpt["args"]["prior"] == "learned"
+    assert ckpt["state_dict"]["Learned_Prior.6.weight"].abs().sum() > 0  # the prior head has learned
+    model, arch = Tester.load_model(Tester.parse_args(["--ckpt_path", str(tmp_path / "run" / "last.ckpt"), "--device", "cpu"]))
+    assert arch.prior == "learned" and model.Learned_Prior is not None
+    frames = Tester.main(["--ckpt_path", str(tmp_path / "run" / "last.ckpt"), "--DR", str(tiny_data), "--test_len", "10",
+                          "--device", "cpu", "--save_root", str(tmp_path / "test"), "--no_gif"])
+    assert frames.shape == (3, 10, 3, 32, 64)
 
 
 def test_untrained_residual_model_copies_the_previous_frame():
