@@ -3,6 +3,7 @@
     python Trainer.py --preset quick                  # CPU-sized run on the embedded synthetic data
     python Trainer.py --DR path/to/LAB4_Dataset       # course defaults on the course data
     python Trainer.py --ckpt_path runs/x/last.ckpt --num_epoch 10   # resume
+    torchrun --nproc_per_node=4 Trainer.py --preset recommended     # 4 GPUs, batch_size per GPU
 """
 import argparse
 import contextlib
@@ -25,6 +26,7 @@ except ImportError:  # Windows: no lock
     fcntl = None
 
 import checkpoint
+import distributed
 import media
 import plotting
 from cuda_graphs import rollout_step
@@ -52,7 +54,7 @@ PRESETS = {
 
 # Not inherited from a checkpoint on resume: they describe this invocation, not the run.
 PER_INVOCATION = {"ckpt_path", "num_epoch", "device", "gpu", "num_workers", "test", "save_root",
-                  "store_visualization", "amp", "cuda_graph", "max_minutes", "channels_last"}
+                  "store_visualization", "amp", "cuda_graph", "max_minutes", "channels_last", "sync_bn"}
 
 HISTORY_FIELDS = ["epoch", "train_loss", "train_mse", "train_kl", "beta", "tfr", "lr", "bad_steps",
                   "val_mse", "val_psnr", "copy_psnr", "val_ssim", "val_psnr_best", "val_ssim_best", "seconds", "minutes"]
@@ -115,6 +117,8 @@ def build_parser():
       help="replay the validation rollout as a captured CUDA graph (CUDA only)")
     a("--channels_last", action=argparse.BooleanOptionalAction, default=True,
       help="channels-last memory format on CUDA (about 18%% faster training on an H200)")
+    a("--sync_bn", action=argparse.BooleanOptionalAction, default=True,
+      help="under torchrun on CUDA: SyncBatchNorm in Label_Encoder, so N ranks of batch b train like batch N*b")
     a("--max_minutes", type=float, default=0, help="stop before an epoch that would end after this many minutes "
       "of this invocation (0: no limit); validation time counts")
     a("--max_bad_steps", type=int, default=20, help="stop after this many non-finite losses in a row")
@@ -200,11 +204,18 @@ def ensure_default_dataset(args):
         synthetic.ensure_dataset(args.DR)
 
 
-def load_data(args):
+def load_data(args, ctx=None):
+    """The train and val sets. Under torchrun rank 0 generates the default dataset and builds the decode
+    cache first; the other ranks wait, then read them."""
+    ctx = ctx or distributed.Context()
+    if not ctx.is_main:
+        ctx.barrier()
     ensure_default_dataset(args)
     train = Dataset_Dance(args.DR, mode="train", video_len=args.train_vi_len, partial=args.partial,
                           frame_H=args.frame_H, frame_W=args.frame_W)
     val = Dataset_Dance(args.DR, mode="val", video_len=args.val_vi_len, frame_H=args.frame_H, frame_W=args.frame_W)
+    if ctx.is_main:
+        ctx.barrier()
     return train, val
 
 
@@ -225,11 +236,14 @@ class ClipSampler:
     def num_clips(self, partial):
         return int(len(self.frames) * partial) // self.video_len
 
-    def epoch_batches(self, partial, batch_size, seed, epoch):
+    def epoch_batches(self, partial, batch_size, seed, epoch, rank=0, world=1):
+        """Batches of `batch_size` clips for this rank. Every rank draws the same permutation; global
+        batch i is order[i*B*world:(i+1)*B*world] and rank r takes its r-th slice of B."""
         g = torch.Generator().manual_seed(seed * 100_003 + epoch)
         order = torch.randperm(self.num_clips(partial), generator=g)
-        for start in range(0, len(order) - batch_size + 1, batch_size):  # drop_last, as the course
-            yield self.clips(order[start:start + batch_size])
+        step = batch_size * world
+        for start in range(0, len(order) - step + 1, step):  # drop_last, as the course
+            yield self.clips(order[start + rank * batch_size:start + (rank + 1) * batch_size])
 
     def clips(self, clip_ids):
         index = (clip_ids[:, None] * self.video_len + torch.arange(self.video_len)).flatten().to(self.frames.device)
@@ -237,27 +251,34 @@ class ClipSampler:
         return self.frames[index].view(shape).float().div_(255), self.labels[index].view(shape).float().div_(255)
 
 
-def train_one_epoch(model, optimizer, sampler, args, run, epoch, stop):
+def train_one_epoch(model, optimizer, sampler, args, run, epoch, stop, ctx=None, net=None):
     """One pass over the clips, from run["in_epoch"]["step"] when resuming an interrupted epoch.
     Returns the epoch's mean (loss, MSE, KL) and its count of skipped steps, or None when `stop` was
-    requested (by Ctrl-C or SIGTERM): then run["in_epoch"] holds the position to resume from."""
+    requested (by Ctrl-C or SIGTERM): then run["in_epoch"] holds the position to resume from.
+    Under torchrun, `net` is the DDP wrapper of `model` and each rank trains on its slice of a batch."""
+    ctx, net = ctx or distributed.Context(), net or model
     model.train()
     partial = args.fast_partial if args.fast_train and epoch < args.fast_train_epoch else args.partial
     beta = run["annealer"].get_beta()
-    steps = sampler.num_clips(partial) // args.batch_size
+    steps = sampler.num_clips(partial) // (args.batch_size * ctx.world)
     if steps == 0:
         raise DatasetError(f"{args.DR}: {sampler.num_clips(partial)} training clips of {args.train_vi_len} frames "
-                           f"(partial {partial}) do not fill one batch of {args.batch_size}")
+                           f"(partial {partial}) do not fill one batch of {args.batch_size} x {ctx.world} process(es)")
     pos = run["in_epoch"] or {"epoch": epoch, "step": 0, "totals": [0.0, 0.0, 0.0], "good": 0, "bad": 0}
     run["in_epoch"] = pos
-    batches = itertools.islice(sampler.epoch_batches(partial, args.batch_size, args.seed, epoch), pos["step"], None)
-    bar = tqdm(batches, total=steps, initial=pos["step"], desc=f"epoch {epoch}", ncols=120, leave=False, disable=None)
+    batches = itertools.islice(sampler.epoch_batches(partial, args.batch_size, args.seed, epoch, ctx.rank, ctx.world),
+                               pos["step"], None)
+    bar = tqdm(batches, total=steps, initial=pos["step"], desc=f"epoch {epoch}", ncols=120, leave=False,
+               disable=None if ctx.is_main else True)
     for step, (img, label) in enumerate(bar, start=pos["step"]):
-        teacher_forcing = use_teacher_forcing(run["tfr"], args.seed, epoch, step)
+        teacher_forcing = use_teacher_forcing(run["tfr"], args.seed, epoch, step)  # the same on every rank
+        B, T = img.shape[:2]
+        # noise for the whole global batch from the RNG every rank shares; this rank takes its rows
+        eps = torch.randn(B * ctx.world, T - 1, model.N_dim, *img.shape[-2:], device=img.device)[ctx.rank * B:(ctx.rank + 1) * B]
         with autocast(img.device, args.amp):
-            loss, mse, kl, _ = model.clip_loss(img, label, beta, teacher_forcing, args.detach_prev, args.per_frame)
+            loss, mse, kl, _ = net(img, label, beta, teacher_forcing, args.detach_prev, args.per_frame, eps=eps)
         optimizer.zero_grad(set_to_none=True)
-        if torch.isfinite(loss):
+        if ctx.active or torch.isfinite(loss):  # under DDP every rank joins the gradient all-reduce
             loss.backward()
             max_norm = args.grad_clip if args.grad_clip > 0 else math.inf  # inf: only measure the norm
             finite = torch.isfinite(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
@@ -279,11 +300,11 @@ def train_one_epoch(model, optimizer, sampler, args, run, epoch, stop):
                     f"stopping: {run['bad_in_a_row']} non-finite losses or gradients in a row (epoch {epoch}, "
                     f"step {step}); last.ckpt holds the last good epoch. Try a lower --lr.")
         pos["step"] = step + 1
-        if stop.requested:
+        if ctx.any(stop.requested):
             return None
     run["in_epoch"] = None
     means = [t / pos["good"] for t in pos["totals"]] if pos["good"] else [math.nan] * 3
-    return means, pos["bad"]
+    return ctx.all_mean(means), pos["bad"]
 
 
 class StopRequest:
@@ -422,93 +443,120 @@ def restore_run(model, optimizer, ckpt, args, log):
 class Interrupted(SystemExit):
     """Exit status 130 (as for Ctrl-C) with a one-line message on how to resume."""
 
-    def __init__(self, where, save_root):
-        tqdm.write(f"{where}: resume with python Trainer.py --ckpt_path {save_root / 'last.ckpt'} --num_epoch N",
-                   file=sys.stderr)
+    def __init__(self, where, save_root, main_process=True):
+        if main_process:
+            tqdm.write(f"{where}: resume with python Trainer.py --ckpt_path {save_root / 'last.ckpt'} --num_epoch N",
+                       file=sys.stderr)
         super().__init__(130)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    log = tqdm.write
+    ctx = distributed.setup(args.device)  # one process, or one rank of a torchrun job
+    try:
+        return train(args, ctx)
+    finally:
+        distributed.teardown(ctx)
+
+
+def train(args, ctx):
+    log = tqdm.write if ctx.is_main else (lambda *a, **k: None)
     ckpt = checkpoint.load(args.ckpt_path) if args.ckpt_path else None
     if ckpt is not None:
         log(resolve_checkpoint(args, ckpt))
-    device = torch.device(args.device)
+    device = ctx.device
     torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes: let cuDNN pick its fastest kernels
-    torch.manual_seed(args.seed)
-    train_set, val_set = load_data(args)
+    torch.manual_seed(args.seed)  # the same on every rank: they share one stream of noise
+    train_set, val_set = load_data(args, ctx)
     model = VAE_Model.from_args(args).to(device)
     if args.channels_last and device.type == "cuda":
         model.to(memory_format=torch.channels_last)
+    model, net = distributed.wrap(model, ctx, args.sync_bn)
     optimizer = make_optimizer(model, args, device)
     run, start_epoch = restore_run(model, optimizer, ckpt, args, log) if ckpt else (new_run(args), 0)
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"model: {n_params:,} parameters | device {device} | train {len(train_set.frames)} frames "
-        f"({len(train_set)} clips of {args.train_vi_len}) | val {len(val_set)} x {args.val_vi_len} frames")
+    log(f"model: {n_params:,} parameters | device {device}" + (f" x {ctx.world} processes" if ctx.active else "")
+        + f" | train {len(train_set.frames)} frames ({len(train_set)} clips of {args.train_vi_len}) "
+        f"| val {len(val_set)} x {args.val_vi_len} frames")
+    if not ctx.is_main:  # only rank 0 writes
+        return run_epochs(model, optimizer, run, start_epoch, train_set, val_set, args, None, log, ctx, net)
     save_root = make_save_root(args, ckpt)
     save_root.mkdir(parents=True, exist_ok=True)
     with locked(save_root):
-        return run_epochs(model, optimizer, run, start_epoch, train_set, val_set, args, save_root, log)
+        return run_epochs(model, optimizer, run, start_epoch, train_set, val_set, args, save_root, log, ctx, net)
 
 
-def run_epochs(model, optimizer, run, start_epoch, train_set, val_set, args, save_root, log):
-    """The loop: train, validate, schedule, save, log; or only validate with --test."""
+def run_epochs(model, optimizer, run, start_epoch, train_set, val_set, args, save_root, log, ctx=None, net=None):
+    """The loop: train, validate, schedule, save, log; or only validate with --test. Under torchrun
+    every rank trains; rank 0 alone validates and writes while the others wait."""
+    ctx = ctx or distributed.Context()
     device = next(model.parameters()).device
     started = time.time()
     rollout = rollout_step(model, device, args.amp, args.cuda_graph)
     if args.test:
+        if not ctx.is_main:
+            return None
         result = validate(model, val_set, args, device, rollout)
         save_validation_media(result, save_root, start_epoch - 1, gif=True)
         log(f"val PSNR {result['val_psnr']:.2f} dB (copy first frame {result['copy_psnr']:.2f} dB), "
-            f"val MSE {result['val_mse']:.5f} -> {save_root}")
+            f"SSIM {result['val_ssim']:.3f}, val MSE {result['val_mse']:.5f} -> {save_root}")
         return result
-    with open(save_root / "args.json", "w") as f:
-        json.dump({**{k: v for k, v in vars(args).items() if k != "explicit"},
-                   "torch_version": str(torch.__version__), "git_commit": checkpoint.git_commit()}, f, indent=2)
+    if ctx.is_main:
+        with open(save_root / "args.json", "w") as f:
+            json.dump({**{k: v for k, v in vars(args).items() if k != "explicit"}, "world_size": ctx.world,
+                       "torch_version": str(torch.__version__), "git_commit": checkpoint.git_commit()}, f, indent=2)
     sampler = ClipSampler(train_set, device)
     stop = StopRequest()
     stop.install()
     epoch_seconds = 0.0
     for epoch in range(start_epoch, start_epoch + args.num_epoch):
         t0 = time.time()
-        if args.max_minutes and t0 - started + epoch_seconds > 60 * args.max_minutes:
+        if ctx.from_main(args.max_minutes and t0 - started + epoch_seconds > 60 * args.max_minutes):
             log(f"stopping before epoch {epoch}: it would end after --max_minutes {args.max_minutes:g}")
             break
         for g in optimizer.param_groups:
             g["lr"] = lr_at(args, epoch)
         beta = run["annealer"].get_beta()
-        trained = train_one_epoch(model, optimizer, sampler, args, run, epoch, stop)
+        trained = train_one_epoch(model, optimizer, sampler, args, run, epoch, stop, ctx, net)
         if trained is None:
-            checkpoint.save_atomic(checkpoint_state(model, optimizer, args, run, epoch - 1), save_root / "last.ckpt")
-            raise Interrupted(f"interrupted at epoch {epoch}, step {run['in_epoch']['step']}", save_root)
+            if ctx.is_main:
+                checkpoint.save_atomic(checkpoint_state(model, optimizer, args, run, epoch - 1), save_root / "last.ckpt")
+            raise Interrupted(f"interrupted at epoch {epoch}, step {run['in_epoch']['step']}", save_root, ctx.is_main)
+        ctx.check_in_sync(model)
         (loss, mse, kl), bad = trained
-        result = validate(model, val_set, args, device, rollout)
         row = dict(epoch=epoch, train_loss=loss, train_mse=mse, train_kl=kl, beta=beta, tfr=run["tfr"],
-                   lr=optimizer.param_groups[0]["lr"], bad_steps=bad,
-                   **{k: result[k] for k in ("val_mse", "val_psnr", "copy_psnr", "val_ssim", "val_psnr_best", "val_ssim_best")})
+                   lr=optimizer.param_groups[0]["lr"], bad_steps=bad)
         run["tfr"] = next_tfr(run["tfr"], epoch, args.tfr_sde, args.tfr_d_step)
         run["annealer"].update()
-        is_best = result["val_psnr"] > run["best_psnr"]
-        run["best_psnr"] = max(run["best_psnr"], result["val_psnr"])
-        state = checkpoint_state(model, optimizer, args, run, epoch)
-        checkpoint.save_atomic(state, save_root / "last.ckpt")
-        if epoch % args.per_save == 0:
-            checkpoint.save_atomic(state, save_root / f"epoch={epoch}.ckpt")
-        if is_best:
-            checkpoint.save_atomic(state, save_root / "best.ckpt")
-        save_validation_media(result, save_root, epoch, gif=args.gif_every > 0 and epoch % args.gif_every == 0)
+        if ctx.is_main:
+            save_epoch(model, optimizer, args, run, epoch, row, val_set, device, rollout, save_root, started, t0, log)
+        ctx.barrier()  # the other ranks wait for validation and the checkpoint
         epoch_seconds = time.time() - t0
-        row["seconds"], row["minutes"] = round(epoch_seconds, 2), round((time.time() - started) / 60, 3)
-        append_history(save_root / "history.csv", row)
-        plotting.plot_run(plotting.read_history(save_root / "history.csv"), save_root)
-        if stop.requested:
-            raise Interrupted(f"interrupted after epoch {epoch}", save_root)
-        log(f"epoch {epoch}: loss {loss:.4f} (MSE {mse:.5f}, KL {kl:.2f}, beta {beta:.2f}) tfr {row['tfr']:.2f} "
-            f"| val PSNR {result['val_psnr']:.2f} dB (copy first frame {result['copy_psnr']:.2f}) SSIM {result['val_ssim']:.3f} "
-            f"| {row['seconds']:.0f} s{' | best' if is_best else ''}")
+        if ctx.any(stop.requested):
+            raise Interrupted(f"interrupted after epoch {epoch}", save_root, ctx.is_main)
     log(f"done: {save_root}")
     return run
+
+
+def save_epoch(model, optimizer, args, run, epoch, row, val_set, device, rollout, save_root, started, t0, log):
+    """Validate, then write the checkpoints, media, history and plots of one epoch (rank 0)."""
+    result = validate(model, val_set, args, device, rollout)
+    row.update({k: result[k] for k in ("val_mse", "val_psnr", "copy_psnr", "val_ssim", "val_psnr_best", "val_ssim_best")})
+    is_best = result["val_psnr"] > run["best_psnr"]
+    run["best_psnr"] = max(run["best_psnr"], result["val_psnr"])
+    state = checkpoint_state(model, optimizer, args, run, epoch)
+    checkpoint.save_atomic(state, save_root / "last.ckpt")
+    if epoch % args.per_save == 0:
+        checkpoint.save_atomic(state, save_root / f"epoch={epoch}.ckpt")
+    if is_best:
+        checkpoint.save_atomic(state, save_root / "best.ckpt")
+    save_validation_media(result, save_root, epoch, gif=args.gif_every > 0 and epoch % args.gif_every == 0)
+    row["seconds"], row["minutes"] = round(time.time() - t0, 2), round((time.time() - started) / 60, 3)
+    append_history(save_root / "history.csv", row)
+    plotting.plot_run(plotting.read_history(save_root / "history.csv"), save_root)
+    log(f"epoch {epoch}: loss {row['train_loss']:.4f} (MSE {row['train_mse']:.5f}, KL {row['train_kl']:.2f}, "
+        f"beta {row['beta']:.2f}) tfr {row['tfr']:.2f} | val PSNR {result['val_psnr']:.2f} dB (copy first frame "
+        f"{result['copy_psnr']:.2f}) SSIM {result['val_ssim']:.3f} | {row['seconds']:.0f} s{' | best' if is_best else ''}")
 
 
 if __name__ == "__main__":

@@ -70,6 +70,10 @@ class VAE_Model(nn.Module):
 
     # -- training ---------------------------------------------------------------------------
 
+    def forward(self, *args, **kwargs):
+        """= clip_loss: DistributedDataParallel syncs gradients only for calls through forward."""
+        return self.clip_loss(*args, **kwargs)
+
     def clip_loss(self, img, label, beta, teacher_forcing, detach_prev=False, per_frame=False, eps=None):
         """Loss of one clip: sum over t=1..T-1 of MSE(x̂_t, x_t) + beta * KL_t.
 
