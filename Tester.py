@@ -137,7 +137,8 @@ def main(argv=None):
         for job in jobs:
             job.result()  # re-raises a writer's error here
     if gt is not None:
-        score(torch.from_numpy(samples).float() / 255, gt, test.sequence_names, save_root)  # what the CSV holds
+        # scored on the uint8 frames (sample 0 is what the CSV holds); 'psnr' is the mean over the K samples
+        score(torch.from_numpy(samples).float() / 255, gt, test.sequence_names, save_root)
     now = time.time()
     print(f"{S} sequences x {T} frames in {now - work_start:.1f} s (process {now - PROCESS_START:.1f} s) "
           f"-> {save_root}/submission.csv" + ("" if args.no_gif else ", pred_seq<i>.gif"))

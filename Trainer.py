@@ -11,6 +11,7 @@ import csv
 import itertools
 import json
 import math
+import os
 import signal
 import sys
 import time
@@ -208,14 +209,15 @@ def load_data(args, ctx=None):
     """The train and val sets. Under torchrun rank 0 generates the default dataset and builds the decode
     cache first; the other ranks wait, then read them."""
     ctx = ctx or distributed.Context()
-    if not ctx.is_main:
-        ctx.barrier()
+    sets = ctx.run_on_main(read_data, args)
+    return sets if ctx.is_main else read_data(args)
+
+
+def read_data(args):
     ensure_default_dataset(args)
     train = Dataset_Dance(args.DR, mode="train", video_len=args.train_vi_len, partial=args.partial,
                           frame_H=args.frame_H, frame_W=args.frame_W)
     val = Dataset_Dance(args.DR, mode="val", video_len=args.val_vi_len, frame_H=args.frame_H, frame_W=args.frame_W)
-    if ctx.is_main:
-        ctx.barrier()
     return train, val
 
 
@@ -266,6 +268,7 @@ def train_one_epoch(model, optimizer, sampler, args, run, epoch, stop, ctx=None,
                            f"(partial {partial}) do not fill one batch of {args.batch_size} x {ctx.world} process(es)")
     pos = run["in_epoch"] or {"epoch": epoch, "step": 0, "totals": [0.0, 0.0, 0.0], "good": 0, "bad": 0}
     run["in_epoch"] = pos
+    resume_position(pos, args.batch_size, ctx.world)
     batches = itertools.islice(sampler.epoch_batches(partial, args.batch_size, args.seed, epoch, ctx.rank, ctx.world),
                                pos["step"], None)
     bar = tqdm(batches, total=steps, initial=pos["step"], desc=f"epoch {epoch}", ncols=120, leave=False,
@@ -305,6 +308,17 @@ def train_one_epoch(model, optimizer, sampler, args, run, epoch, stop, ctx=None,
     run["in_epoch"] = None
     means = [t / pos["good"] for t in pos["totals"]] if pos["good"] else [math.nan] * 3
     return ctx.all_mean(means), pos["bad"]
+
+
+def resume_position(pos, batch_size, world):
+    """An epoch interrupted at step s of batches of B x N clips resumes at the same clip with batches
+    of b x n (another --batch_size or number of processes)."""
+    clips = pos["step"] * pos.get("batch_size", batch_size) * pos.get("world", 1)
+    if clips % (batch_size * world):
+        raise checkpoint.CheckpointError(
+            f"the checkpoint stopped inside epoch {pos['epoch']} after {clips} clips, not a whole number of batches "
+            f"of {batch_size} x {world} process(es): resume with the original --batch_size and process count")
+    pos.update(step=clips // (batch_size * world), batch_size=batch_size, world=world)
 
 
 class StopRequest:
@@ -397,6 +411,17 @@ def checkpoint_state(model, optimizer, args, run, epoch):
 
 
 def append_history(path, row):
+    if path.exists():
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            old_rows = list(reader) if reader.fieldnames != HISTORY_FIELDS else None
+        if old_rows is not None:  # written by an older version: rewrite it under today's columns
+            tmp = path.with_name(path.name + ".tmp")
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS, restval="", extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(old_rows)
+            os.replace(tmp, path)
     new = not path.exists()
     with open(path, "a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
@@ -426,6 +451,11 @@ def restore_run(model, optimizer, ckpt, args, log):
     optimizer.load_state_dict(ckpt["optimizer"])
     for group in optimizer.param_groups:  # fused kernels follow this run's device, not the checkpoint's
         group["fused"] = True if group["params"][0].is_cuda else None
+        for p in group["params"]:  # Adam's moments in their parameter's memory layout (--channels_last)
+            state = optimizer.state.get(p, {})
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.shape == p.shape:
+                    state[key] = torch.empty_like(p).copy_(value)
     if "tfr" not in args.explicit:
         run["tfr"] = ckpt["tfr"]
     if run["annealer"].settings() == list(ckpt["kl_anneal"]["settings"]):
@@ -478,11 +508,14 @@ def train(args, ctx):
     log(f"model: {n_params:,} parameters | device {device}" + (f" x {ctx.world} processes" if ctx.active else "")
         + f" | train {len(train_set.frames)} frames ({len(train_set)} clips of {args.train_vi_len}) "
         f"| val {len(val_set)} x {args.val_vi_len} frames")
-    if not ctx.is_main:  # only rank 0 writes
-        return run_epochs(model, optimizer, run, start_epoch, train_set, val_set, args, None, log, ctx, net)
-    save_root = make_save_root(args, ckpt)
-    save_root.mkdir(parents=True, exist_ok=True)
-    with locked(save_root):
+    with contextlib.ExitStack() as stack:
+        def open_save_root():  # rank 0 alone writes
+            root = make_save_root(args, ckpt)
+            root.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(locked(root))
+            return root
+
+        save_root = ctx.run_on_main(open_save_root)
         return run_epochs(model, optimizer, run, start_epoch, train_set, val_set, args, save_root, log, ctx, net)
 
 
@@ -501,10 +534,7 @@ def run_epochs(model, optimizer, run, start_epoch, train_set, val_set, args, sav
         log(f"val PSNR {result['val_psnr']:.2f} dB (copy first frame {result['copy_psnr']:.2f} dB), "
             f"SSIM {result['val_ssim']:.3f}, val MSE {result['val_mse']:.5f} -> {save_root}")
         return result
-    if ctx.is_main:
-        with open(save_root / "args.json", "w") as f:
-            json.dump({**{k: v for k, v in vars(args).items() if k != "explicit"}, "world_size": ctx.world,
-                       "torch_version": str(torch.__version__), "git_commit": checkpoint.git_commit()}, f, indent=2)
+    ctx.run_on_main(write_args, args, save_root, ctx.world)
     sampler = ClipSampler(train_set, device)
     stop = StopRequest()
     stop.install()
@@ -528,14 +558,20 @@ def run_epochs(model, optimizer, run, start_epoch, train_set, val_set, args, sav
                    lr=optimizer.param_groups[0]["lr"], bad_steps=bad)
         run["tfr"] = next_tfr(run["tfr"], epoch, args.tfr_sde, args.tfr_d_step)
         run["annealer"].update()
-        if ctx.is_main:
-            save_epoch(model, optimizer, args, run, epoch, row, val_set, device, rollout, save_root, started, t0, log)
-        ctx.barrier()  # the other ranks wait for validation and the checkpoint
+        # the other ranks wait for validation and the checkpoint
+        ctx.run_on_main(save_epoch, model, optimizer, args, run, epoch, row, val_set, device, rollout, save_root,
+                        started, t0, log)
         epoch_seconds = time.time() - t0
         if ctx.any(stop.requested):
             raise Interrupted(f"interrupted after epoch {epoch}", save_root, ctx.is_main)
     log(f"done: {save_root}")
     return run
+
+
+def write_args(args, save_root, world):
+    with open(save_root / "args.json", "w") as f:
+        json.dump({**{k: v for k, v in vars(args).items() if k != "explicit"}, "world_size": world,
+                   "torch_version": str(torch.__version__), "git_commit": checkpoint.git_commit()}, f, indent=2)
 
 
 def save_epoch(model, optimizer, args, run, epoch, row, val_set, device, rollout, save_root, started, t0, log):

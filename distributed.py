@@ -32,6 +32,21 @@ class Context:
         if self.active:
             dist.barrier()
 
+    def run_on_main(self, fn, *args, **kwargs):
+        """fn on rank 0 alone, the others waiting. Every rank learns whether it raised, so that none
+        waits forever in a later collective: rank 0 re-raises, the others exit with a message."""
+        result, error = None, None
+        if self.is_main:
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as e:  # noqa: B036  (re-raised below, after the others are told)
+                error = e
+        if self.from_main(error is not None):
+            if error is not None:
+                raise error
+            raise SystemExit(f"rank {self.rank}: stopping because rank 0 failed (its error is in its log)")
+        return result
+
     def all_mean(self, values):
         """The mean over ranks of a list of floats (for logging)."""
         if not self.active:

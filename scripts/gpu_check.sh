@@ -5,7 +5,7 @@
 # Everything lands in OUT_DIR/gpu_results.tar.gz (re-packed after each phase).
 #     bash scripts/gpu_check.sh OUT_DIR [MINUTES] [extra flags for Trainer and benchmark, e.g. tiny widths]
 set -u
-OUT=${1:-gpu_out}; MIN=${2:-3}; shift 2 || true
+OUT=${1:-gpu_out}; MIN=${2:-3}; shift $(( $# < 2 ? $# : 2 ))
 EXTRA=("$@")
 export PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}

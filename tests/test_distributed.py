@@ -73,3 +73,11 @@ def test_resume_from_two_processes_into_one_and_back(tmp_path):
     rows = (tmp_path / "run" / "history.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2"]
     assert np.isfinite([float(r.split(",")[1]) for r in rows[1:]]).all()
+
+
+def test_a_failure_on_rank_0_alone_stops_every_rank(tmp_path):
+    data = constant_pose_dataset(tmp_path / "DR")
+    (tmp_path / "taken").write_text("a file where the run folder should go")  # only rank 0 creates it
+    result = torchrun(flags(data, tmp_path / "taken", batch_size=1))  # would hang in a collective before
+    assert result.returncode != 0
+    assert "rank 0 failed" in result.stderr + result.stdout

@@ -324,3 +324,26 @@ def test_counts_below_one_are_refused(flag, capsys):
     with pytest.raises(SystemExit):
         Trainer.parse_args([flag, "0"])
     assert f"{flag} must be >= 1" in capsys.readouterr().err
+
+
+def test_history_of_an_older_version_is_rewritten_under_the_new_columns(tmp_path):
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,train_loss,seconds\n0,1.5,3.0\n")
+    Trainer.append_history(path, {k: 1 for k in Trainer.HISTORY_FIELDS})
+    import csv
+    rows = list(csv.DictReader(open(path)))
+    assert list(rows[0].keys()) == Trainer.HISTORY_FIELDS
+    assert rows[0]["train_loss"] == "1.5" and rows[0]["seconds"] == "3.0" and rows[0]["val_ssim"] == ""
+    assert rows[1]["val_ssim"] == "1"
+
+
+def test_an_interrupted_epoch_resumes_at_the_same_clip_with_other_batches():
+    pos = {"epoch": 0, "step": 6, "batch_size": 2, "world": 4}  # 48 clips done
+    Trainer.resume_position(pos, batch_size=8, world=1)
+    assert pos["step"] == 6 and pos["world"] == 1
+    Trainer.resume_position(pos, batch_size=4, world=2)
+    assert pos["step"] == 6
+    Trainer.resume_position(pos, batch_size=2, world=1)
+    assert pos["step"] == 24
+    with pytest.raises(checkpoint.CheckpointError, match="48 clips"):
+        Trainer.resume_position(pos, batch_size=5, world=1)
