@@ -122,6 +122,8 @@ def build_parser():
       help="under torchrun on CUDA: SyncBatchNorm in Label_Encoder, so N ranks of batch b train like batch N*b")
     a("--max_minutes", type=float, default=0, help="stop before an epoch that would end after this many minutes "
       "of this invocation (0: no limit); validation time counts")
+    a("--frame_stride", type=int, default=1,
+      help="training clips take every k-th frame: k times the motion per step (validation stays at 1)")
     a("--max_bad_steps", type=int, default=20, help="stop after this many non-finite losses in a row")
     a("--gif_every", type=int, default=1, help="validation GIF every N epochs (0: never)")
     return p
@@ -149,7 +151,7 @@ def parse_args(argv=None):
         if key not in args.explicit:
             setattr(args, key, value)
     args.kl_anneal_type = normalize_kl_type(args.kl_anneal_type)
-    for flag in ("batch_size", "per_save", "train_vi_len", "val_vi_len", "frame_H", "frame_W", "eval_samples"):
+    for flag in ("batch_size", "per_save", "train_vi_len", "val_vi_len", "frame_H", "frame_W", "eval_samples", "frame_stride"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
     return args
@@ -230,13 +232,16 @@ class ClipSampler:
     """Training clips gathered by indexing the decoded uint8 frames: no decoding, no workers.
     The order of each epoch is a permutation seeded by (seed, epoch), so a resume replays it."""
 
-    def __init__(self, dataset, device):
+    def __init__(self, dataset, device, stride=1):
         self.frames = torch.from_numpy(dataset.frames).to(device)
         self.labels = torch.from_numpy(dataset.labels).to(device)
-        self.video_len = dataset.video_len
+        self.video_len, self.stride = dataset.video_len, stride
 
     def num_clips(self, partial):
-        return int(len(self.frames) * partial) // self.video_len
+        """Clip c starts at frame c * video_len and takes every stride-th frame from there (the
+        course's clips when stride is 1); clips that would run past the frames used are dropped."""
+        last_start = int(len(self.frames) * partial) - 1 - self.stride * (self.video_len - 1)
+        return last_start // self.video_len + 1 if last_start >= 0 else 0
 
     def epoch_batches(self, partial, batch_size, seed, epoch, rank=0, world=1):
         """Batches of `batch_size` clips for this rank. Every rank draws the same permutation; global
@@ -248,7 +253,8 @@ class ClipSampler:
             yield self.clips(order[start + rank * batch_size:start + (rank + 1) * batch_size])
 
     def clips(self, clip_ids):
-        index = (clip_ids[:, None] * self.video_len + torch.arange(self.video_len)).flatten().to(self.frames.device)
+        offsets = torch.arange(self.video_len) * self.stride
+        index = (clip_ids[:, None] * self.video_len + offsets).flatten().to(self.frames.device)
         shape = (len(clip_ids), self.video_len, *self.frames.shape[1:])
         return self.frames[index].view(shape).float().div_(255), self.labels[index].view(shape).float().div_(255)
 
@@ -535,7 +541,7 @@ def run_epochs(model, optimizer, run, start_epoch, train_set, val_set, args, sav
             f"SSIM {result['val_ssim']:.3f}, val MSE {result['val_mse']:.5f} -> {save_root}")
         return result
     ctx.run_on_main(write_args, args, save_root, ctx.world)
-    sampler = ClipSampler(train_set, device)
+    sampler = ClipSampler(train_set, device, args.frame_stride)
     stop = StopRequest()
     stop.install()
     epoch_seconds = 0.0

@@ -347,3 +347,15 @@ def test_an_interrupted_epoch_resumes_at_the_same_clip_with_other_batches():
     assert pos["step"] == 24
     with pytest.raises(checkpoint.CheckpointError, match="48 clips"):
         Trainer.resume_position(pos, batch_size=5, world=1)
+
+
+def test_frame_stride_clips_take_every_kth_frame_and_stride_1_is_the_course():
+    class Frames:
+        frames = labels = np.arange(40, dtype=np.uint8).reshape(40, 1, 1, 1).repeat(3, 1)
+        video_len = 4
+    course = Trainer.ClipSampler(Frames, "cpu")
+    assert course.num_clips(1.0) == 10 and course.num_clips(0.5) == 5
+    strided = Trainer.ClipSampler(Frames, "cpu", stride=3)
+    assert strided.num_clips(1.0) == 8  # the last start, 28, takes frames 28..37
+    img, _ = strided.clips(torch.tensor([0, 7]))
+    assert (img[:, :, 0, 0, 0] * 255).round().tolist() == [[0, 3, 6, 9], [28, 31, 34, 37]]
