@@ -81,12 +81,12 @@ def load_model(args):
 def score(pred, gt, names, save_root):
     """PSNR and SSIM per sequence and per frame against ground truth: pred [S,K,T,3,H,W] (K samples),
     the mean over samples and the best sample per sequence, beside the copy-the-first-frame baseline."""
-    gt = torch.from_numpy(gt).float() / 255
+    gt = torch.from_numpy(gt).to(pred.device).float() / 255
     K = pred.shape[1]
     target = gt[:, None, 1:].expand(-1, K, -1, -1, -1, -1)
     psnr, sim = psnr_per_frame(pred[:, :, 1:], target), ssim(pred[:, :, 1:], target)  # [S, K, T-1]
     best = sample_summary(psnr, sim)["best_sample"]
-    rows = torch.arange(len(best))
+    rows = torch.arange(len(best), device=best.device)
     psnr_best, sim_best = psnr[rows, best], sim[rows, best]  # [S, T-1]
     copy = copy_first_frame_psnr(gt)[:, 1:]
     with open(save_root / "psnr.csv", "w", newline="") as f:
@@ -97,9 +97,9 @@ def score(pred, gt, names, save_root):
         for name, p, s, pb, sb, c in per_seq:
             w.writerow([name, *(f"{v:.4f}" for v in (p, s, pb, sb, c))])
             print(f"  sequence {name}: PSNR {p:.2f} dB, SSIM {s:.3f} (copy first frame {c:.2f} dB)")
-    curves = {"prediction": psnr.mean((0, 1)), "copy first frame": copy.mean(0)}
+    curves = {"prediction": psnr.mean((0, 1)).cpu(), "copy first frame": copy.mean(0).cpu()}
     if K > 1:
-        curves[f"best of {K} samples"] = psnr_best.mean(0)
+        curves[f"best of {K} samples"] = psnr_best.mean(0).cpu()
     plotting.plot_psnr_per_frame(curves, save_root / "psnr_per_frame.png", title="test PSNR per frame (mean over sequences)")
     best_text = f"; best of {K}: PSNR {psnr_best.mean():.2f} dB, SSIM {sim_best.mean():.3f}" if K > 1 else ""
     print(f"  mean PSNR {psnr.mean():.2f} dB, SSIM {sim.mean():.3f} (copy first frame {copy.mean():.2f} dB){best_text}")
@@ -138,7 +138,7 @@ def main(argv=None):
             job.result()  # re-raises a writer's error here
     if gt is not None:
         # scored on the uint8 frames (sample 0 is what the CSV holds); 'psnr' is the mean over the K samples
-        score(torch.from_numpy(samples).float() / 255, gt, test.sequence_names, save_root)
+        score(torch.from_numpy(samples).to(args.device).float() / 255, gt, test.sequence_names, save_root)
     now = time.time()
     print(f"{S} sequences x {T} frames in {now - work_start:.1f} s (process {now - PROCESS_START:.1f} s) "
           f"-> {save_root}/submission.csv" + ("" if args.no_gif else ", pred_seq<i>.gif"))
