@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The prepared GPU session (about 8 minutes on one H100/H200): the CUDA tests, the recipe study
-# (runs that share the GPU for MINUTES each, validation included), the benchmark alone on the GPU
+# The prepared GPU session (about 8 minutes on one H100/H200): the CUDA tests, the recipe runs
+# (MINUTES each, validation included; RUNS="a:flags;b:flags" runs several side by side), the benchmark alone on the GPU
 # at the default widths with the best run's checkpoint, and the Tester twice (cold, warm).
 # Everything lands in OUT_DIR/gpu_results.tar.gz (re-packed after each phase).
 #     bash scripts/gpu_check.sh OUT_DIR [MINUTES] [extra flags for Trainer and benchmark, e.g. tiny widths]
@@ -20,16 +20,22 @@ stamp "dataset"; $PY synthetic.py --root data/synthetic 2>&1 | tail -1
 stamp "CUDA tests"; timeout 240 $PY -m pytest -q -x tests/test_cuda.py 2>&1 | tail -15 | tee "$W/cuda_tests.log"
 pack
 
-stamp "recipe runs, $MIN minutes each, sharing the GPU"
+stamp "recipe runs, $MIN minutes each (several share the GPU)"
 run() {  # name, flags...
   local name=$1; shift
   timeout $(( ${MIN%.*} * 60 + 240 )) $PY Trainer.py --save_root "$R/$name" --max_minutes "$MIN" --num_epoch 100000 \
       --gif_every 0 --per_save 100000 "$@" "${EXTRA[@]}" > "$R/$name.log" 2>&1
   echo "$name exit $?" >> "$R/exits.txt"
 }
-NAMES="recommended rec_tf_decay"
-run recommended --preset recommended &
-run rec_tf_decay --preset recommended --tfr 1.0 --tfr_d_step 0.05 &
+# RUNS: "name:flags" entries separated by ';' run side by side on the GPU (the default: one run alone)
+RUNS=${RUNS:-"recommended:--preset recommended"}
+NAMES=""
+IFS=';' read -ra SPECS <<< "$RUNS"
+for spec in "${SPECS[@]}"; do
+  name=${spec%%:*}; NAMES="$NAMES $name"
+  read -ra FLAGS <<< "${spec#*:}"
+  run "$name" "${FLAGS[@]}" &
+done
 wait
 cat "$R/exits.txt"
 $PY - "$R" $NAMES <<'PYEOF'
