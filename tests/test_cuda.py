@@ -18,11 +18,13 @@ def random_rollout_inputs(S=3, T=40, H=32, W=64, seed=0):
     return (torch.rand(S, 3, H, W, generator=g).cuda(), torch.rand(S, T, 3, H, W, generator=g).cuda())
 
 
-@pytest.mark.parametrize("activation", ["sigmoid", "residual"])
-def test_graphed_rollout_equals_eager_in_fp32(activation, monkeypatch):
+@pytest.mark.parametrize("activation,prior", [("sigmoid", "fixed"), ("residual", "fixed"), ("residual", "learned")])
+def test_graphed_rollout_equals_eager_in_fp32(activation, prior, monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     torch.manual_seed(0)
-    model = VAE_Model(output_activation=activation).cuda().eval()
+    model = VAE_Model(output_activation=activation, prior=prior).cuda().eval()
+    if prior == "learned":
+        torch.nn.init.normal_(model.Learned_Prior[-1].weight, std=0.1)
     if activation == "residual":  # a non-trivial residual (its last conv starts at zero)
         torch.nn.init.normal_(model.Generator[-1].weight, std=0.1)
     first, labels = random_rollout_inputs()  # T = 40: two full chunks of 16 and a short one of 7
@@ -31,7 +33,7 @@ def test_graphed_rollout_equals_eager_in_fp32(activation, monkeypatch):
     step = GraphedRollout(model, amp=False)
     graphed = model.rollout(first, labels, noise(), step=step)
     again = model.rollout(first, labels, noise(), step=step)  # a replay, no new capture
-    assert len(step.graphs) == 1
+    assert len(step.graphs) == 1 and not step.failed
     assert (graphed - eager).abs().max().item() < 1e-4
     assert torch.equal(graphed, again)
     with torch.no_grad():  # in-place weight changes (as an optimizer makes them) reach the replay
@@ -47,13 +49,15 @@ def test_graphed_bf16_rollout_is_close_to_fp32():
     first, labels = random_rollout_inputs(T=64)
     noise = lambda: rollout_noise(model, 0, range(3), 0, 32, 64, "cuda")  # noqa: E731
     fp32 = model.rollout(first, labels, noise())
+    step = GraphedRollout(model, amp=True)
     with autocast("cuda", True):
-        bf16 = model.rollout(first, labels, noise(), step=GraphedRollout(model, amp=True))
+        bf16 = model.rollout(first, labels, noise(), step=step)
+    assert not step.failed and len(step.graphs) == 1
     assert torch.isfinite(bf16).all() and bf16.dtype == torch.float32
     assert (bf16 - fp32).abs().mean().item() < 0.02
 
 
-def test_trainer_and_tester_on_cuda(tiny_data, tmp_path):
+def test_trainer_and_tester_on_cuda(tiny_data, tmp_path, capfd):
     run = tmp_path / "run"
     Trainer.main(["--DR", str(tiny_data), *TINY, "--train_vi_len", "4", "--val_vi_len", "12", "--num_epoch", "2",
                   "--device", "cuda", "--amp", "--save_root", str(run), "--batch_size", "2", "--tfr", "0.5"])
@@ -66,3 +70,4 @@ def test_trainer_and_tester_on_cuda(tiny_data, tmp_path):
     eager = Tester.main(["--ckpt_path", str(run / "last.ckpt"), "--DR", str(tiny_data), "--test_len", "10",
                          "--device", "cuda", "--no-cuda_graph", "--save_root", str(tmp_path / "t2"), "--no_gif"])
     assert np.abs(graphed.astype(int) - eager.astype(int)).max() <= 1  # uint8 frames, rounding at most
+    assert "CUDA graph capture failed" not in capfd.readouterr().err  # the graph ran, not the fallback

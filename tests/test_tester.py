@@ -153,3 +153,19 @@ def test_k_samples_batched_equal_k_single_runs_and_csv_keeps_sample_0(trained, t
     rows = list(csv.DictReader(open(tmp_path / "k3" / "psnr.csv")))
     assert all(float(r["psnr_best_of_k"]) >= float(r["psnr"]) - 1e-6 for r in rows)
     assert np.array_equal(one, three)
+
+
+def test_score_reports_the_mean_of_samples_and_picks_the_best_by_psnr(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    gt = (torch.rand(2, 5, 3, 16, 16, generator=g) * 255).round().to(torch.uint8).numpy()
+    target = torch.from_numpy(gt).float() / 255
+    near, far = target + 0.01, target + 0.2  # sample 1 is the better one
+    pred = torch.stack([far, near], 1).clamp(0, 1)  # [S=2, K=2, T, 3, H, W]
+    Tester.score(pred, gt, ["a", "b"], tmp_path)
+    rows = list(csv.DictReader(open(tmp_path / "psnr.csv")))
+    from metrics import psnr_per_frame
+    for s, row in enumerate(rows):
+        p_far = psnr_per_frame(pred[s:s + 1, 0, 1:], target[s:s + 1, 1:]).mean().item()
+        p_near = psnr_per_frame(pred[s:s + 1, 1, 1:], target[s:s + 1, 1:]).mean().item()
+        assert float(row["psnr_best_of_k"]) == pytest.approx(p_near, abs=1e-3)
+        assert float(row["psnr"]) == pytest.approx((p_far + p_near) / 2, abs=1e-3)
