@@ -121,7 +121,7 @@ def build_parser():
     a("--sync_bn", action=argparse.BooleanOptionalAction, default=True,
       help="under torchrun on CUDA: SyncBatchNorm in Label_Encoder, so N ranks of batch b train like batch N*b")
     a("--max_minutes", type=float, default=0, help="stop before an epoch that would end after this many minutes "
-      "of this invocation (0: no limit); validation time counts")
+      "of this invocation (0: no limit); data loading and validation count")
     a("--frame_stride", type=int, default=1,
       help="training clips take every k-th frame: k times the motion per step (validation stays at 1)")
     a("--max_bad_steps", type=int, default=20, help="stop after this many non-finite losses in a row")
@@ -496,6 +496,7 @@ def main(argv=None):
 
 
 def train(args, ctx):
+    started = time.time()  # --max_minutes counts data loading and model building too
     log = tqdm.write if ctx.is_main else (lambda *a, **k: None)
     ckpt = checkpoint.load(args.ckpt_path) if args.ckpt_path else None
     if ckpt is not None:
@@ -522,15 +523,17 @@ def train(args, ctx):
             return root
 
         save_root = ctx.run_on_main(open_save_root)
-        return run_epochs(model, optimizer, run, start_epoch, train_set, val_set, args, save_root, log, ctx, net)
+        return run_epochs(model, optimizer, run, start_epoch, train_set, val_set, args, save_root, log, ctx, net,
+                          started)
 
 
-def run_epochs(model, optimizer, run, start_epoch, train_set, val_set, args, save_root, log, ctx=None, net=None):
+def run_epochs(model, optimizer, run, start_epoch, train_set, val_set, args, save_root, log, ctx=None, net=None,
+               started=None):
     """The loop: train, validate, schedule, save, log; or only validate with --test. Under torchrun
     every rank trains; rank 0 alone validates and writes while the others wait."""
     ctx = ctx or distributed.Context()
     device = next(model.parameters()).device
-    started = time.time()
+    started = started or time.time()
     rollout = rollout_step(model, device, args.amp, args.cuda_graph)
     if args.test:
         if not ctx.is_main:

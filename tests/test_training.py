@@ -359,3 +359,10 @@ def test_frame_stride_clips_take_every_kth_frame_and_stride_1_is_the_course():
     assert strided.num_clips(1.0) == 8  # the last start, 28, takes frames 28..37
     img, _ = strided.clips(torch.tensor([0, 7]))
     assert (img[:, :, 0, 0, 0] * 255).round().tolist() == [[0, 3, 6, 9], [28, 31, 34, 37]]
+
+
+def test_max_minutes_stops_before_an_epoch_that_would_overrun(tiny_data, tmp_path, capsys):
+    Trainer.main(run_args(tiny_data, tmp_path / "run", "--num_epoch", "3", "--max_minutes", "1e-6"))
+    printed = capsys.readouterr()
+    assert "stopping before epoch 0" in printed.out + printed.err
+    assert not (tmp_path / "run" / "history.csv").exists()
