@@ -22,7 +22,7 @@ import plotting  # noqa: E402
 from cuda_graphs import rollout_step  # noqa: E402
 from dataloader import DatasetError, Dataset_Dance, load_test_gt  # noqa: E402
 from metrics import copy_first_frame_psnr, psnr_per_frame, sample_summary, ssim  # noqa: E402
-from model import ARCH_FLAGS, NoiseSource, VAE_Model, autocast  # noqa: E402
+from model import ARCH_FLAGS, VAE_Model, autocast  # noqa: E402
 
 COURSE_ARCH = dict(F_dim=128, L_dim=32, N_dim=12, D_out_dim=192, output_activation="none", prior="fixed",
                    frame_H=32, frame_W=64)
@@ -85,9 +85,8 @@ def score(pred, gt, names, save_root):
     K = pred.shape[1]
     target = gt[:, None, 1:].expand(-1, K, -1, -1, -1, -1)
     psnr, sim = psnr_per_frame(pred[:, :, 1:], target), ssim(pred[:, :, 1:], target)  # [S, K, T-1]
-    best = sample_summary(psnr, sim)["best_sample"]
-    rows = torch.arange(len(best), device=best.device)
-    psnr_best, sim_best = psnr[rows, best], sim[rows, best]  # [S, T-1]
+    summary = sample_summary(psnr, sim)
+    psnr_best, sim_best = summary["psnr_best"], summary["ssim_best"]  # [S, T-1]
     copy = copy_first_frame_psnr(gt)[:, 1:]
     with open(save_root / "psnr.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -118,14 +117,13 @@ def main(argv=None):
     save_root = Path(args.save_root) if args.save_root else Path(args.ckpt_path).parent / "test"
     save_root.mkdir(parents=True, exist_ok=True)
     S, K, T = len(test), args.eval_samples, args.test_len
-    first = torch.from_numpy(test.frames[:, 0]).to(args.device).float().repeat_interleave(K, 0) / 255
-    labels = torch.from_numpy(test.labels).to(args.device).float().repeat_interleave(K, 0) / 255
-    noise = NoiseSource([(args.seed, s, k) for s in range(S) for k in range(K)], (model.N_dim, *size), args.device)
+    first = torch.from_numpy(test.frames[:, 0]).to(args.device).float() / 255
+    labels = torch.from_numpy(test.labels).to(args.device).float() / 255
     with tqdm(total=S * K * (T - 1), desc="rollout", unit="frame", ncols=100, disable=None) as bar:
         with autocast(args.device, args.amp):
-            pred = model.rollout(first, labels, noise, progress=bar,
-                                 step=rollout_step(model, args.device, args.amp, args.cuda_graph))
-    samples = media.to_uint8(pred).reshape(S, K, *pred.shape[1:])  # row s*K + k: sequence s, sample k
+            pred = model.rollout_samples(first, labels, args.seed, K, progress=bar,
+                                         step=rollout_step(model, args.device, args.amp, args.cuda_graph))
+    samples = media.to_uint8(pred)  # [S, K, T, 3, H, W]
     samples[:, :, 0] = test.frames[:, None, 0]
     frames = samples[:, 0]  # row 0 of each sequence is the given first frame, bit for bit
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # PIL and numpy release the GIL

@@ -33,7 +33,7 @@ import plotting
 from cuda_graphs import rollout_step
 from dataloader import DatasetError, Dataset_Dance
 from metrics import copy_first_frame_psnr, psnr_per_frame, sample_summary, ssim
-from model import ARCH_FLAGS, PRIORS, NoiseSource, VAE_Model, autocast
+from model import ARCH_FLAGS, PRIORS, VAE_Model, autocast
 from schedules import kl_annealing, next_tfr, normalize_kl_type, use_teacher_forcing
 
 DEFAULT_DR = "data/synthetic"
@@ -371,13 +371,12 @@ def validate(model, val, args, device, step=None):
     img = torch.from_numpy(val.frames[:S * T]).view(S, T, 3, *val.size)
     label = torch.from_numpy(val.labels[:S * T]).view_as(img)
     img, label = img.to(device).float() / 255, label.to(device).float() / 255
-    noise = NoiseSource([(args.seed, s, k) for s in range(S) for k in range(K)], (model.N_dim, *val.size), device)
-    with autocast(device, args.amp):  # row s*K + k: sequence s, sample k
-        pred = model.rollout(img[:, 0].repeat_interleave(K, 0), label.repeat_interleave(K, 0), noise, step=step)
+    with autocast(device, args.amp):
+        pred = model.rollout_samples(img[:, 0], label, args.seed, K, step=step)  # [S, K, T, ...]
     model.train(was_training)
-    pred = pred.unflatten(0, (S, K))
     target = img[:, None, 1:].expand(-1, K, -1, -1, -1, -1)
-    scores = sample_summary(psnr_per_frame(pred[:, :, 1:], target), ssim(pred[:, :, 1:], target))
+    per_sequence = sample_summary(psnr_per_frame(pred[:, :, 1:], target), ssim(pred[:, :, 1:], target))
+    scores = {k: v.mean(0) for k, v in per_sequence.items() if k != "best_sample"}  # [T]: mean over sequences
     copy = copy_first_frame_psnr(img)[:, 1:]
     return {"pred": pred[:, 0], "img": img, "label": label, "psnr_per_frame": scores["psnr_mean"].cpu(),
             "psnr_best_per_frame": scores["psnr_best"].cpu(), "copy_per_frame": copy.mean(0).cpu(),

@@ -38,13 +38,13 @@ class GraphedRollout:
 
     @torch.no_grad()
     def __call__(self, prev, labels, z):
-        n, chunk = labels.shape[1], z.shape[0]  # z always holds a full chunk
-        if n < chunk:  # the last, short chunk: pad to the captured length, the extra frames are dropped
-            labels = torch.cat([labels, labels[:, -1:].expand(-1, chunk - n, *labels.shape[2:])], 1)
         if self.model.training:
             raise RuntimeError("GraphedRollout replays eval mode: call model.eval() first")
         if self.failed:
             return self.eager(prev, labels, z)
+        n, chunk = labels.shape[1], z.shape[0]  # z always holds a full chunk
+        if n < chunk:  # the last, short chunk: pad to the captured length, the extra frames are dropped
+            labels = torch.cat([labels, labels[:, -1:].expand(-1, chunk - n, *labels.shape[2:])], 1)
         key = (tuple(prev.shape), tuple(labels.shape), self.amp)
         if key not in self.graphs:
             try:

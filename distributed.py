@@ -28,10 +28,6 @@ class Context:
     def active(self):
         return self.world > 1
 
-    def barrier(self):
-        if self.active:
-            dist.barrier()
-
     def run_on_main(self, fn, *args, **kwargs):
         """fn on rank 0 alone, the others waiting. Every rank learns whether it raised, so that none
         waits forever in a later collective: rank 0 re-raises, the others exit with a message."""

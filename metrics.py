@@ -42,9 +42,9 @@ def ssim(pred, target, data_range=1.0, size=11, sigma=1.5, k1=0.01, k2=0.03):
 
 
 def sample_summary(psnr, ssim):
-    """psnr, ssim: [S, K, T] per sequence, sample and frame. Per-frame curves [T] of the mean over the
-    K samples and of the best sample of each sequence, chosen by its mean PSNR (as SVG and SRVP report)."""
+    """psnr, ssim: [S, K, T] per sequence, sample and frame. Per-sequence curves [S, T] of the mean over
+    the K samples and of the best sample of each sequence, chosen by its mean PSNR (as SVG and SRVP report)."""
     best = psnr.mean(-1).argmax(1)  # [S]
     rows = torch.arange(len(best), device=psnr.device)
-    return {"psnr_mean": psnr.mean((0, 1)), "psnr_best": psnr[rows, best].mean(0),
-            "ssim_mean": ssim.mean((0, 1)), "ssim_best": ssim[rows, best].mean(0), "best_sample": best}
+    return {"psnr_mean": psnr.mean(1), "psnr_best": psnr[rows, best],
+            "ssim_mean": ssim.mean(1), "ssim_best": ssim[rows, best], "best_sample": best}

@@ -59,6 +59,11 @@ class VAE_Model(nn.Module):
         """(mu, logvar) of the learned prior p(z_t | x_{t-1}, p_t), or None for the fixed N(0, I)."""
         return None if self.Learned_Prior is None else self.Learned_Prior.params(prev_feat, label_feat)
 
+    def prior_sample(self, prev_feat, label_feat, eps):
+        """z at validation and test: eps ~ N(0, I) itself (fixed prior), or reparameterised by the learned prior."""
+        prior = self.prior(prev_feat, label_feat)
+        return eps if prior is None else reparameterize(*prior, eps)
+
     def kl(self, mu, logvar, prior, batch_size):
         if prior is None:
             return kl_criterion(mu, logvar, batch_size)
@@ -153,6 +158,15 @@ class VAE_Model(nn.Module):
                 progress.update(B * n)
         return out
 
+    def rollout_samples(self, first_frame, labels, seed, samples=1, progress=None, step=None):
+        """`samples` rollouts of every sequence in one batch: [S, K, T, 3, H, W]. Sample k of sequence s
+        draws from the generator of (seed, s, k), so it equals a rollout of that sample alone."""
+        S, K = len(first_frame), samples
+        noise = NoiseSource([(seed, s, k) for s in range(S) for k in range(K)], (self.N_dim, *first_frame.shape[-2:]),
+                            first_frame.device)
+        pred = self.rollout(first_frame.repeat_interleave(K, 0), labels.repeat_interleave(K, 0), noise, progress, step)
+        return pred.unflatten(0, (S, K))  # row s*K + k: sequence s, sample k
+
     def rollout_chunk(self, prev, labels, z):
         """n frames after prev [B,3,H,W], given their poses labels [B,n,3,H,W] and noise z [>=n,B,N,H,W].
         The pose features of the chunk come from one batched call; the frames from a sequential chain."""
@@ -160,8 +174,7 @@ class VAE_Model(nn.Module):
         frames = []
         for k in range(labels.shape[1]):
             prev_feat = self.frame_transformation(prev)
-            prior = self.prior(prev_feat, label_feat[:, k])
-            z_k = z[k] if prior is None else reparameterize(*prior, z[k])  # z ~ N(0, I) or the learned prior
+            z_k = self.prior_sample(prev_feat, label_feat[:, k], z[k])
             prev = self.decode(prev, prev_feat, label_feat[:, k], z_k).float()
             frames.append(prev)
         return torch.stack(frames, 1)

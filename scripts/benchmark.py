@@ -24,7 +24,6 @@ import checkpoint  # noqa: E402
 from cuda_graphs import rollout_step  # noqa: E402
 from metrics import psnr_per_frame  # noqa: E402
 from model import VAE_Model, autocast, rollout_noise  # noqa: E402
-from modules import reparameterize  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -114,8 +113,7 @@ def plain_rollout(model, first, labels, noise):
     frames = [first]
     for t in range(1, labels.shape[1]):
         label_feat, prev_feat = model.label_transformation(labels[:, t]), model.frame_transformation(frames[-1])
-        prior = model.prior(prev_feat, label_feat)  # None: the fixed prior N(0, I)
-        z = noise.next() if prior is None else reparameterize(*prior, noise.next())
+        z = model.prior_sample(prev_feat, label_feat, noise.next())
         frames.append(model.decode(frames[-1], prev_feat, label_feat, z))
     return torch.stack(frames, 1)
 
