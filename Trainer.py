@@ -38,19 +38,19 @@ from schedules import kl_annealing, next_tfr, normalize_kl_type, use_teacher_for
 
 DEFAULT_DR = "data/synthetic"
 
-# Each preset only changes defaults; flags given on the command line always win.
+# Each preset only changes defaults; flags given on the command line always win. The study behind
+# them is in the README ("Getting good results").
 PRESETS = {
     "course": {},
-    # CPU-sized: a narrow model and a few minutes on 2 cores. The study behind it is in the README
-    # ("Getting good results"): it does NOT yet beat the copy-the-first-frame baseline on CPU.
-    # GPU-sized: the course widths with what the study in the README found to learn (sigmoid output,
-    # constant beta = 1 from a zero posterior, constant lr, half the steps on the model's own outputs).
-    "recommended": dict(batch_size=8, milestones=[], kl_anneal_type="None", tfr=0.5, tfr_sde=0, tfr_d_step=0.0,
-                        output_activation="sigmoid", zero_init_posterior=True, amp=True, num_epoch=40,
-                        per_save=10, gif_every=10),
-    "quick": dict(F_dim=32, L_dim=16, N_dim=8, D_out_dim=64, batch_size=4, num_epoch=3, train_vi_len=8,
-                  partial=0.5, per_save=1, milestones=[], kl_anneal_type="None", tfr=0.5, tfr_sde=0,
-                  tfr_d_step=0.0, output_activation="residual", zero_init_posterior=True),
+    # The study's recipe: the frame is the previous one warped by a predicted flow, trained on its own
+    # (detached) predictions over 16-frame clips, beta = 1 from a zero posterior, constant lr.
+    "recommended": dict(batch_size=8, milestones=[], kl_anneal_type="None", output_activation="warp",
+                        tfr=0.0, tfr_sde=0, tfr_d_step=0.0, detach_prev=True, zero_init_posterior=True,
+                        amp=True, num_epoch=40, per_save=10, gif_every=10),
+    # The same recipe at CPU size: a narrow model, 5 short epochs on 2 cores.
+    "quick": dict(F_dim=32, L_dim=16, N_dim=8, D_out_dim=64, batch_size=4, num_epoch=5, train_vi_len=16,
+                  partial=0.5, per_save=1, milestones=[], kl_anneal_type="None", output_activation="warp",
+                  tfr=0.0, tfr_sde=0, tfr_d_step=0.0, detach_prev=True, zero_init_posterior=True),
 }
 
 # Not inherited from a checkpoint on resume: they describe this invocation, not the run.
@@ -99,9 +99,9 @@ def build_parser():
     # beyond the course
     a("--preset", default="course", choices=sorted(PRESETS), help="a set of defaults (see README)")
     a("--seed", type=int, default=1)
-    a("--output_activation", default="sigmoid", choices=["sigmoid", "none", "residual"],
+    a("--output_activation", default="sigmoid", choices=["sigmoid", "none", "residual", "warp"],
       help="'none' reproduces the course model (pixels may leave [0,1]); 'residual' predicts a change "
-           "to the previous frame")
+           "to the previous frame; 'warp' moves the previous frame's pixels by a predicted flow")
     a("--prior", default="fixed", choices=PRIORS,
       help="z at validation/test: 'fixed' N(0,I) (the course, SVG-FP) or 'learned' p(z_t | x_t-1, p_t) (SVG-LP)")
     a("--eval_samples", type=int, default=1, help="rollouts per val sequence: mean and best-of-K PSNR/SSIM")

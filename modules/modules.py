@@ -2,6 +2,7 @@
 checkpoint's keys (frame_transformation.0.conv1.weight, ...) load unchanged."""
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .layers import DepthConvBlock, ResidualBlock
 
@@ -88,23 +89,27 @@ class Generator(nn.Sequential):
     'sigmoid'  pixels in [0,1] (default for new runs);
     'none'     the course model, whose pixels may leave [0,1];
     'residual' a change to the previous frame: sigmoid(logit(x_{t-1}) + out). The last conv starts at
-               zero, so an untrained model copies the previous frame instead of drawing noise."""
+               zero, so an untrained model copies the previous frame instead of drawing noise.
+    'warp'     x_{t-1} warped by a predicted flow field (the last conv gives 2 channels, in pixels, and starts
+               at zero, so an untrained model copies the previous frame). Moving the dancer's pixels is far
+               easier to learn than redrawing them, and the background never fades (README, "Getting good
+               results")."""
 
-    ACTIVATIONS = ("sigmoid", "none", "residual")
+    ACTIVATIONS = ("sigmoid", "none", "residual", "warp")
 
     def __init__(self, input_nc, output_nc, output_activation="sigmoid"):
+        if output_activation not in self.ACTIVATIONS:
+            raise ValueError(f"--output_activation must be one of {self.ACTIVATIONS}, got {output_activation!r}")
         d = input_nc
         super().__init__(
             DepthConvBlock(d, d), ResidualBlock(d, d // 2),
             DepthConvBlock(d // 2, d // 2), ResidualBlock(d // 2, d // 4),
             DepthConvBlock(d // 4, d // 4), ResidualBlock(d // 4, d // 8),
             DepthConvBlock(d // 8, d // 8),
-            nn.Conv2d(d // 8, output_nc, kernel_size=1),
+            nn.Conv2d(d // 8, 2 if output_activation == "warp" else output_nc, kernel_size=1),
         )
-        if output_activation not in self.ACTIVATIONS:
-            raise ValueError(f"--output_activation must be one of {self.ACTIVATIONS}, got {output_activation!r}")
         self.output_activation = output_activation
-        if output_activation == "residual":
+        if output_activation in ("residual", "warp"):
             nn.init.zeros_(self[-1].weight)
             nn.init.zeros_(self[-1].bias)
 
@@ -112,7 +117,19 @@ class Generator(nn.Sequential):
         out = super().forward(x)
         if self.output_activation == "sigmoid":
             return torch.sigmoid(out)
+        # residual and warp in fp32 even under --amp: bf16 would blur the copied frame a little at every step
         if self.output_activation == "residual":
-            # in fp32 even under --amp: bf16 would blur the copied frame a little at every step
             return torch.sigmoid(torch.logit(prev_frame.float().clamp(0, 1), eps=1e-3) + out.float())
+        if self.output_activation == "warp":
+            return warp(prev_frame.float(), out.float())
         return out
+
+
+def warp(frame, flow):
+    """Sample frame [B,C,H,W] at (x + flow_x, y + flow_y), flow [B,2,H,W] in pixels (bilinear, border)."""
+    H, W = frame.shape[-2:]
+    ys, xs = torch.meshgrid(torch.arange(H, device=frame.device, dtype=frame.dtype),
+                            torch.arange(W, device=frame.device, dtype=frame.dtype), indexing="ij")
+    x = (xs + flow[:, 0]) * (2 / max(W - 1, 1)) - 1
+    y = (ys + flow[:, 1]) * (2 / max(H - 1, 1)) - 1
+    return F.grid_sample(frame, torch.stack([x, y], -1), mode="bilinear", padding_mode="border", align_corners=True)

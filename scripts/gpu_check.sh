@@ -28,7 +28,7 @@ run() {  # name, flags...
   echo "$name exit $?" >> "$R/exits.txt"
 }
 # RUNS: "name:flags" entries separated by ';' run side by side on the GPU (the default: one run alone)
-RUNS=${RUNS:-"recommended:--preset recommended"}
+RUNS=${RUNS:-"recommended:--preset recommended"}  # the warp recipe (the sigmoid one: --output_activation sigmoid --tfr 0.5 --no-detach_prev)
 NAMES=""
 IFS=';' read -ra SPECS <<< "$RUNS"
 for spec in "${SPECS[@]}"; do

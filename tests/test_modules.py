@@ -99,3 +99,22 @@ def test_kl_against_hand_computation():
     per_element = [0.5 * (m * m + v.exp() - 1 - v) for m, v in zip(mu.flatten(), logvar.flatten())]
     assert kl_criterion(mu, logvar, batch_size=2).item() == pytest.approx(sum(per_element).item() / 2, rel=1e-6)
     assert kl_criterion(torch.zeros(3, 4), torch.zeros(3, 4), 3).item() == 0
+
+
+def test_warp_is_the_identity_at_zero_flow_and_shifts_by_whole_pixels():
+    from modules.modules import warp
+    x = torch.rand(2, 3, 8, 16)
+    assert torch.allclose(warp(x, torch.zeros(2, 2, 8, 16)), x, atol=1e-5)
+    flow = torch.zeros(2, 2, 8, 16)
+    flow[:, 0], flow[:, 1] = 2, -1  # sample 2 pixels to the right and 1 up
+    assert torch.allclose(warp(x, flow)[..., 1:, :-2], x[..., :-1, 2:], atol=1e-5)
+
+
+@pytest.mark.parametrize("activation,channels", [("warp", 2), ("sigmoid", 3), ("residual", 3)])
+def test_output_heads_have_their_channels_and_stay_in_0_1(activation, channels):
+    m = VAE_Model(8, 4, 4, 8, output_activation=activation)
+    assert m.Generator[-1].out_channels == channels
+    torch.nn.init.normal_(m.Generator[-1].weight, std=3.0)
+    prev = torch.rand(2, 3, 16, 24)
+    out = m.decode(prev, m.frame_transformation(prev), m.label_transformation(prev), torch.randn(2, 4, 16, 24))
+    assert out.shape == (2, 3, 16, 24) and 0 <= out.min() and out.max() <= 1

@@ -41,11 +41,12 @@ def test_every_frame_reaches_the_loss(per_frame, teacher_forcing):
     assert loss.item() == pytest.approx(mse.item() + kl.item(), rel=1e-6)
 
 
-@pytest.mark.parametrize("activation,prior", [("sigmoid", "fixed"), ("residual", "fixed"), ("sigmoid", "learned")])
+@pytest.mark.parametrize("activation,prior", [("sigmoid", "fixed"), ("residual", "fixed"), ("sigmoid", "learned"),
+                                              ("warp", "fixed")])
 @pytest.mark.parametrize("teacher_forcing", [True, False])
 def test_batched_over_time_equals_frame_by_frame_in_eval_mode(teacher_forcing, activation, prior):
     model = VAE_Model(8, 4, 4, 8, output_activation=activation, prior=prior).eval()
-    torch.nn.init.normal_(model.Generator[-1].weight)  # residual starts at zero: make it matter
+    torch.nn.init.normal_(model.Generator[-1].weight)  # residual and warp start at zero: make it matter
     if prior == "learned":  # the prior head starts at N(0, I): make it matter
         torch.nn.init.normal_(model.Learned_Prior[-1].weight, std=0.1)
     img, label = clip()
@@ -93,6 +94,52 @@ def test_untrained_residual_model_copies_the_previous_frame():
     first, labels = torch.rand(2, 3, 16, 24), torch.rand(2, 6, 3, 16, 24)
     out = model.rollout(first, labels, rollout_noise(model, 0, [0, 1], 0, 16, 24, "cpu"))
     assert (out - first[:, None]).abs().max() <= 1.001e-3  # exact up to the logit clamp at 1e-3
+
+
+def test_quick_recipe_trains_a_warp_model_that_the_tester_rolls_out(tiny_data, tmp_path):
+    import Tester
+    Trainer.main(run_args(tiny_data, tmp_path / "run", "--preset", "quick", "--num_epoch", "1", "--partial", "1"))
+    ckpt = checkpoint.load(tmp_path / "run" / "last.ckpt")
+    assert ckpt["args"]["output_activation"] == "warp" and ckpt["args"]["detach_prev"] is True
+    assert ckpt["state_dict"]["Generator.7.weight"].shape[0] == 2 and ckpt["state_dict"]["Generator.7.weight"].abs().sum() > 0
+    model, arch = Tester.load_model(Tester.parse_args(["--ckpt_path", str(tmp_path / "run" / "last.ckpt"), "--device", "cpu"]))
+    assert arch.output_activation == "warp"
+    frames = Tester.main(["--ckpt_path", str(tmp_path / "run" / "last.ckpt"), "--DR", str(tiny_data), "--test_len", "10",
+                          "--device", "cpu", "--save_root", str(tmp_path / "test"), "--no_gif"])
+    assert frames.shape == (3, 10, 3, 32, 64)
+
+
+def test_untrained_warp_model_copies_the_previous_frame():
+    from model import rollout_noise
+    model = VAE_Model(8, 4, 4, 8, output_activation="warp").eval()
+    first, labels = torch.rand(2, 3, 16, 24), torch.rand(2, 6, 3, 16, 24)
+    out = model.rollout(first, labels, rollout_noise(model, 0, [0, 1], 0, 16, 24, "cpu"))
+    assert (out - first[:, None]).abs().max() < 1e-5
+
+
+def test_warp_model_learns_to_move_a_square_better_than_copying():
+    """The flow head must be trainable: a few steps on a square moving by 2 pixels beat copying."""
+    torch.manual_seed(0)
+    img = torch.zeros(2, 3, 3, 16, 24)
+    label = torch.ones(2, 3, 3, 16, 24)
+    for t in range(3):
+        img[:, t, :, 5:10, 4 + 2 * t:9 + 2 * t] = torch.tensor([0.9, 0.5, 0.1])[:, None, None]
+        label[:, t, 1:, 5:10, 4 + 2 * t:9 + 2 * t] = 0
+    model = VAE_Model(8, 4, 4, 8, output_activation="warp", zero_init_posterior=True)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(60):
+        loss, mse, kl, _ = model.clip_loss(img, label, 1.0, teacher_forcing=True)
+        opt.zero_grad(), loss.backward(), opt.step()
+    copy = sum(torch.nn.functional.mse_loss(img[:, t], img[:, t + 1]) for t in range(2))
+    assert mse.item() < 0.5 * copy.item()
+
+
+def test_quick_and_recommended_presets_train_the_warp_recipe():
+    for name in ("quick", "recommended"):
+        a = Trainer.parse_args(["--preset", name])
+        assert (a.output_activation, a.tfr, a.tfr_d_step, a.detach_prev, a.kl_anneal_type, a.milestones) == \
+            ("warp", 0.0, 0.0, True, "None", [])
+    assert Trainer.parse_args(["--preset", "quick", "--no-detach_prev"]).detach_prev is False
 
 
 def test_detach_prev_cuts_the_gradient_through_predictions():
