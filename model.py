@@ -70,7 +70,7 @@ class VAE_Model(nn.Module):
         return kl_gaussians(mu, logvar, *prior, batch_size)
 
     def decode(self, prev_frame, prev_feat, label_feat, z):
-        """x̂_t from the previous frame (its pixels matter only to --output_activation residual)."""
+        """x̂_t from the previous frame (its pixels matter only to --output_activation residual and warp)."""
         return self.Generator(self.Decoder_Fusion(prev_feat, label_feat, z), prev_frame)
 
     # -- training ---------------------------------------------------------------------------
