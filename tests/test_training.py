@@ -72,49 +72,44 @@ def test_kl_of_two_gaussians_matches_monte_carlo_and_the_fixed_prior_case():
     assert kl_gaussians(mu_q, lv_q, zeros, zeros, 2).item() == pytest.approx(kl_criterion(mu_q, lv_q, 2).item(), rel=1e-5)
 
 
-def test_learned_prior_trains_end_to_end_and_the_tester_uses_it(tiny_data, tmp_path):
+def train_then_test(data, tmp_path, *flags):
+    """Trainer with these flags, then the Tester on its last.ckpt: (checkpoint, model, arch) after checking
+    that the Tester rolls out every test sequence."""
     import Tester
-    Trainer.main(run_args(tiny_data, tmp_path / "run", "--prior", "learned", "--num_epoch", "2", "--tfr", "0.5",
-                          "--eval_samples", "2"))
+    Trainer.main(run_args(data, tmp_path / "run", *flags))
+    path = str(tmp_path / "run" / "last.ckpt")
+    model, arch = Tester.load_model(Tester.parse_args(["--ckpt_path", path, "--device", "cpu"]))
+    frames = Tester.main(["--ckpt_path", path, "--DR", str(data), "--test_len", "10", "--device", "cpu",
+                          "--save_root", str(tmp_path / "test"), "--no_gif"])
+    assert frames.shape == (3, 10, 3, 32, 64)
+    return checkpoint.load(path), model, arch
+
+
+def test_learned_prior_trains_end_to_end_and_the_tester_uses_it(tiny_data, tmp_path):
+    ckpt, model, arch = train_then_test(tiny_data, tmp_path, "--prior", "learned", "--num_epoch", "2", "--tfr", "0.5",
+                                        "--eval_samples", "2")
     rows = (tmp_path / "run" / "history.csv").read_text().splitlines()
     assert len(rows) == 3 and "nan" not in rows[-1]
-    ckpt = checkpoint.load(tmp_path / "run" / "last.ckpt")
     assert ckpt["args"]["prior"] == "learned"
     assert ckpt["state_dict"]["Learned_Prior.6.weight"].abs().sum() > 0  # the prior head has learned
-    model, arch = Tester.load_model(Tester.parse_args(["--ckpt_path", str(tmp_path / "run" / "last.ckpt"), "--device", "cpu"]))
     assert arch.prior == "learned" and model.Learned_Prior is not None
-    frames = Tester.main(["--ckpt_path", str(tmp_path / "run" / "last.ckpt"), "--DR", str(tiny_data), "--test_len", "10",
-                          "--device", "cpu", "--save_root", str(tmp_path / "test"), "--no_gif"])
-    assert frames.shape == (3, 10, 3, 32, 64)
-
-
-def test_untrained_residual_model_copies_the_previous_frame():
-    from model import rollout_noise
-    model = VAE_Model(8, 4, 4, 8, output_activation="residual").eval()
-    first, labels = torch.rand(2, 3, 16, 24), torch.rand(2, 6, 3, 16, 24)
-    out = model.rollout(first, labels, rollout_noise(model, 0, [0, 1], 0, 16, 24, "cpu"))
-    assert (out - first[:, None]).abs().max() <= 1.001e-3  # exact up to the logit clamp at 1e-3
 
 
 def test_quick_recipe_trains_a_warp_model_that_the_tester_rolls_out(tiny_data, tmp_path):
-    import Tester
-    Trainer.main(run_args(tiny_data, tmp_path / "run", "--preset", "quick", "--num_epoch", "1", "--partial", "1"))
-    ckpt = checkpoint.load(tmp_path / "run" / "last.ckpt")
+    ckpt, model, arch = train_then_test(tiny_data, tmp_path, "--preset", "quick", "--num_epoch", "1", "--partial", "1")
     assert ckpt["args"]["output_activation"] == "warp" and ckpt["args"]["detach_prev"] is True
     assert ckpt["state_dict"]["Generator.7.weight"].shape[0] == 2 and ckpt["state_dict"]["Generator.7.weight"].abs().sum() > 0
-    model, arch = Tester.load_model(Tester.parse_args(["--ckpt_path", str(tmp_path / "run" / "last.ckpt"), "--device", "cpu"]))
-    assert arch.output_activation == "warp"
-    frames = Tester.main(["--ckpt_path", str(tmp_path / "run" / "last.ckpt"), "--DR", str(tiny_data), "--test_len", "10",
-                          "--device", "cpu", "--save_root", str(tmp_path / "test"), "--no_gif"])
-    assert frames.shape == (3, 10, 3, 32, 64)
+    assert arch.output_activation == "warp" and model.Generator.output_activation == "warp"
 
 
-def test_untrained_warp_model_copies_the_previous_frame():
+@pytest.mark.parametrize("activation,tolerance", [("residual", 1.001e-3),  # exact up to the logit clamp at 1e-3
+                                                  ("warp", 1e-5)])  # float rounding in grid_sample
+def test_untrained_residual_and_warp_models_copy_the_previous_frame(activation, tolerance):
     from model import rollout_noise
-    model = VAE_Model(8, 4, 4, 8, output_activation="warp").eval()
+    model = VAE_Model(8, 4, 4, 8, output_activation=activation).eval()
     first, labels = torch.rand(2, 3, 16, 24), torch.rand(2, 6, 3, 16, 24)
     out = model.rollout(first, labels, rollout_noise(model, 0, [0, 1], 0, 16, 24, "cpu"))
-    assert (out - first[:, None]).abs().max() < 1e-5
+    assert (out - first[:, None]).abs().max() < tolerance
 
 
 def test_warp_model_learns_to_move_a_square_better_than_copying():
