@@ -44,6 +44,8 @@ def parse_args(argv=None):
     a("--amp", action=argparse.BooleanOptionalAction, default=False, help="bf16 autocast for the rollout (GPU)")
     a("--cuda_graph", action=argparse.BooleanOptionalAction, default=True,
       help="replay the rollout as a captured CUDA graph (CUDA only)")
+    a("--compile", action="store_true", help="torch.compile the frame step before capturing the graph: fewer "
+      "kernels per frame, but the first compile takes tens of seconds (cached on disk for later runs)")
     # only for course checkpoints, which carry no architecture; a Trainer checkpoint's own args win
     for flag in ARCH_FLAGS:
         a(f"--{flag}", default=None, type=str if flag in ("output_activation", "prior") else int,
@@ -119,11 +121,13 @@ def main(argv=None):
     S, K, T = len(test), args.eval_samples, args.test_len
     first = torch.from_numpy(test.frames[:, 0]).to(args.device).float() / 255
     labels = torch.from_numpy(test.labels).to(args.device).float() / 255
+    seconds = {"model and data": time.time() - work_start}
     with tqdm(total=S * K * (T - 1), desc="rollout", unit="frame", ncols=100, disable=None) as bar:
         with autocast(args.device, args.amp):
             pred = model.rollout_samples(first, labels, args.seed, K, progress=bar,
-                                         step=rollout_step(model, args.device, args.amp, args.cuda_graph))
-    samples = media.to_uint8(pred)  # [S, K, T, 3, H, W]
+                                         step=rollout_step(model, args.device, args.amp, args.cuda_graph, args.compile))
+    samples = media.to_uint8(pred)  # [S, K, T, 3, H, W] (to the host: waits for the GPU)
+    seconds["rollout"] = time.time() - work_start - sum(seconds.values())
     samples[:, :, 0] = test.frames[:, None, 0]
     frames = samples[:, 0]  # row 0 of each sequence is the given first frame, bit for bit
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # PIL and numpy release the GIL
@@ -134,12 +138,16 @@ def main(argv=None):
                 jobs.append(pool.submit(media.write_gif, media.side_by_side(*panels), save_root / f"pred_seq{name}.gif"))
         for job in jobs:
             job.result()  # re-raises a writer's error here
+    seconds["CSV and GIFs"] = time.time() - work_start - sum(seconds.values())
     if gt is not None:
         # scored on the uint8 frames (sample 0 is what the CSV holds); 'psnr' is the mean over the K samples
         score(torch.from_numpy(samples).to(args.device).float() / 255, gt, test.sequence_names, save_root)
     now = time.time()
-    print(f"{S} sequences x {T} frames in {now - work_start:.1f} s (process {now - PROCESS_START:.1f} s) "
-          f"-> {save_root}/submission.csv" + ("" if args.no_gif else ", pred_seq<i>.gif"))
+    if gt is not None:
+        seconds["scores and plot"] = now - work_start - sum(seconds.values())
+    print(f"{S} sequences x {T} frames in {now - work_start:.1f} s (process {now - PROCESS_START:.1f} s; "
+          + ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items()) + f") -> {save_root}/submission.csv"
+          + ("" if args.no_gif else ", pred_seq<i>.gif"))
     return frames
 
 

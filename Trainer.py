@@ -32,6 +32,7 @@ import media
 import plotting
 from cuda_graphs import rollout_step
 from dataloader import DatasetError, Dataset_Dance
+from ema import EMA
 from metrics import copy_first_frame_psnr, psnr_per_frame, sample_summary, ssim
 from model import ARCH_FLAGS, PRIORS, VAE_Model, autocast
 from schedules import kl_annealing, next_tfr, normalize_kl_type, use_teacher_forcing
@@ -43,14 +44,15 @@ DEFAULT_DR = "data/synthetic"
 PRESETS = {
     "course": {},
     # The study's recipe: the frame is the previous one warped by a predicted flow, trained on its own
-    # (detached) predictions over 16-frame clips, beta = 1 from a zero posterior, constant lr.
+    # (detached) predictions over 16-frame clips, beta = 1 from a zero posterior, constant lr, and an
+    # EMA of the weights validated and saved.
     "recommended": dict(batch_size=8, milestones=[], kl_anneal_type="None", output_activation="warp",
-                        tfr=0.0, tfr_sde=0, tfr_d_step=0.0, detach_prev=True, zero_init_posterior=True,
+                        tfr=0.0, tfr_sde=0, tfr_d_step=0.0, detach_prev=True, zero_init_posterior=True, ema=0.99,
                         amp=True, num_epoch=40, per_save=10, gif_every=10),
     # The same recipe at CPU size: a narrow model, 4 short epochs on 2 cores.
     "quick": dict(F_dim=32, L_dim=16, N_dim=8, D_out_dim=64, batch_size=2, num_epoch=4, train_vi_len=16,
                   partial=0.5, per_save=1, milestones=[], kl_anneal_type="None", output_activation="warp",
-                  tfr=0.0, tfr_sde=0, tfr_d_step=0.0, detach_prev=True, zero_init_posterior=True),
+                  tfr=0.0, tfr_sde=0, tfr_d_step=0.0, detach_prev=True, zero_init_posterior=True, ema=0.99),
 }
 
 # Not inherited from a checkpoint on resume: they describe this invocation, not the run.
@@ -124,6 +126,8 @@ def build_parser():
       "of this invocation (0: no limit); data loading and validation count")
     a("--frame_stride", type=int, default=1,
       help="training clips take every k-th frame: k times the motion per step (validation stays at 1)")
+    a("--ema", type=float, default=0.0, help="decay of an exponential moving average of the weights; validation, "
+      "the checkpoints' state_dict and so the Tester use the average (0: off, the raw weights)")
     a("--max_bad_steps", type=int, default=20, help="stop after this many non-finite losses in a row")
     a("--gif_every", type=int, default=1, help="validation GIF every N epochs (0: never)")
     return p
@@ -154,6 +158,8 @@ def parse_args(argv=None):
     for flag in ("batch_size", "per_save", "train_vi_len", "val_vi_len", "frame_H", "frame_W", "eval_samples", "frame_stride"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    if not 0 <= args.ema < 1:
+        parser.error(f"--ema must be in [0, 1) (0: off; 0.99 averages about the last 100 steps), got {args.ema}")
     return args
 
 
@@ -295,6 +301,8 @@ def train_one_epoch(model, optimizer, sampler, args, run, epoch, stop, ctx=None,
             finite = False
         if finite:
             optimizer.step()
+            if run["ema"] is not None:
+                run["ema"].update(model)
             run["bad_in_a_row"] = 0
             pos["good"] += 1
             values = torch.stack([loss.detach(), mse.detach(), kl.detach()]).tolist()  # one host sync
@@ -404,10 +412,16 @@ def save_validation_media(result, save_root, epoch, gif):
         media.write_gif(media.side_by_side(*panels), save_root / f"val_epoch={epoch}.gif")
 
 
+def validated_model(model, run):
+    """The weights that are validated and saved as "state_dict": the EMA's when --ema is on."""
+    return model if run["ema"] is None else run["ema"].model
+
+
 def checkpoint_state(model, optimizer, args, run, epoch):
     saved_args = {k: v for k, v in vars(args).items() if k != "explicit"}
     a = run["annealer"]
-    return {"state_dict": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+    ema = {} if run["ema"] is None else {"train_state_dict": model.state_dict(), "ema_updates": run["ema"].updates}
+    return {"state_dict": validated_model(model, run).state_dict(), **ema, "optimizer": optimizer.state_dict(), "epoch": epoch,
             "tfr": run["tfr"], "kl_anneal": {"settings": a.settings(), "epoch": a.epoch},
             "best_psnr": run["best_psnr"], "bad_in_a_row": run["bad_in_a_row"], "in_epoch": run["in_epoch"],
             "args": saved_args,
@@ -443,13 +457,15 @@ def make_optimizer(model, args, device):
 
 def new_run(args):
     """The state that evolves over epochs besides weights and optimizer."""
-    return {"tfr": args.tfr, "best_psnr": -math.inf, "bad_in_a_row": 0, "in_epoch": None,
+    return {"tfr": args.tfr, "best_psnr": -math.inf, "bad_in_a_row": 0, "in_epoch": None, "ema": None,
             "annealer": kl_annealing(args.kl_anneal_type, args.kl_anneal_cycle, args.kl_anneal_ratio)}
 
 
 def restore_run(model, optimizer, ckpt, args, log):
-    """Weights, optimizer, schedules and RNG from a checkpoint; returns (run state, first epoch)."""
-    checkpoint.load_weights(model, ckpt["state_dict"], args.ckpt_path)
+    """Weights, optimizer, schedules and RNG from a checkpoint; returns (run state, first epoch).
+    Training resumes from the raw weights; --test validates the saved (averaged, with --ema) ones."""
+    weights = ckpt["state_dict"] if args.test else ckpt.get("train_state_dict", ckpt["state_dict"])
+    checkpoint.load_weights(model, weights, args.ckpt_path)
     run = new_run(args)
     if "args" not in ckpt:
         return run, 0
@@ -488,10 +504,13 @@ class Interrupted(SystemExit):
 def main(argv=None):
     args = parse_args(argv)
     ctx = distributed.setup(args.device)  # one process, or one rank of a torchrun job
+    finished = False
     try:
-        return train(args, ctx)
+        result = train(args, ctx)
+        finished = True
+        return result
     finally:
-        distributed.teardown(ctx)
+        distributed.teardown(ctx, finished)
 
 
 def train(args, ctx):
@@ -510,8 +529,13 @@ def train(args, ctx):
     model, net = distributed.wrap(model, ctx, args.sync_bn)
     optimizer = make_optimizer(model, args, device)
     run, start_epoch = restore_run(model, optimizer, ckpt, args, log) if ckpt else (new_run(args), 0)
+    if args.ema and not args.test:
+        run["ema"] = EMA(model, args.ema)
+        if ckpt is not None and "train_state_dict" in ckpt:
+            run["ema"].load(ckpt["state_dict"], ckpt["ema_updates"])
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {n_params:,} parameters | device {device}" + (f" x {ctx.world} processes" if ctx.active else "")
+        + (f" | validating an EMA of the weights (decay {args.ema:g})" if run["ema"] is not None else "")
         + f" | train {len(train_set.frames)} frames ({len(train_set)} clips of {args.train_vi_len}) "
         f"| val {len(val_set)} x {args.val_vi_len} frames")
     with contextlib.ExitStack() as stack:
@@ -533,7 +557,7 @@ def run_epochs(model, optimizer, run, start_epoch, train_set, val_set, args, sav
     ctx = ctx or distributed.Context()
     device = next(model.parameters()).device
     started = started or time.time()
-    rollout = rollout_step(model, device, args.amp, args.cuda_graph)
+    rollout = rollout_step(validated_model(model, run), device, args.amp, args.cuda_graph)
     if args.test:
         if not ctx.is_main:
             return None
@@ -584,7 +608,7 @@ def write_args(args, save_root, world):
 
 def save_epoch(model, optimizer, args, run, epoch, row, val_set, device, rollout, save_root, started, t0, log):
     """Validate, then write the checkpoints, media, history and plots of one epoch (rank 0)."""
-    result = validate(model, val_set, args, device, rollout)
+    result = validate(validated_model(model, run), val_set, args, device, rollout)
     row.update({k: result[k] for k in ("val_mse", "val_psnr", "copy_psnr", "val_ssim", "val_psnr_best", "val_ssim_best")})
     is_best = result["val_psnr"] > run["best_psnr"]
     run["best_psnr"] = max(run["best_psnr"], result["val_psnr"])

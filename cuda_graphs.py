@@ -18,16 +18,21 @@ from types import SimpleNamespace
 import torch
 
 
-def rollout_step(model, device, amp, enabled=True):
+def rollout_step(model, device, amp, enabled=True, compile=False):
     """The fastest rollout step on this device: a GraphedRollout on CUDA, else the eager chunk."""
     if enabled and torch.device(device).type == "cuda":
-        return GraphedRollout(model, amp)
+        return GraphedRollout(model, amp, compile)
     return None  # model.rollout's default: model.rollout_chunk
 
 
 class GraphedRollout:
-    def __init__(self, model, amp):
+    """compile=True first compiles one frame step with torch.compile (inductor fuses the element-wise
+    kernels between convolutions), then captures that: fewer kernels per frame, but a compile that
+    takes tens of seconds on a cold cache."""
+
+    def __init__(self, model, amp, compile=False):
         self.model, self.amp = model, amp
+        self.next_frame = torch.compile(model.next_frame, dynamic=False) if compile else None
         self.graphs = {}  # (prev shape, labels shape) -> captured graph and its buffers
         self.failed = False
 
@@ -49,7 +54,7 @@ class GraphedRollout:
         if key not in self.graphs:
             try:
                 self.graphs[key] = self.capture(prev, labels, z)
-            except RuntimeError as e:  # a slower rollout beats a lost run: say so once, go on eagerly
+            except Exception as e:  # a slower rollout beats a lost run: say so once, go on eagerly
                 print(f"warning: CUDA graph capture failed ({str(e).splitlines()[0]}); rolling out eagerly "
                       f"(--no-cuda_graph silences this)", file=sys.stderr)
                 self.failed = True
@@ -63,7 +68,7 @@ class GraphedRollout:
 
     def eager(self, prev, labels, z):
         with self.autocast():
-            return self.model.rollout_chunk(prev, labels, z)
+            return self.model.rollout_chunk(prev, labels, z)  # never the compiled step: it may be what failed
 
     def capture(self, prev, labels, z):
         g = SimpleNamespace(prev=prev.float().clone(), labels=labels.clone(), z=z.clone(), graph=torch.cuda.CUDAGraph())
@@ -71,8 +76,8 @@ class GraphedRollout:
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side), self.autocast():  # warm-up: cuDNN picks its kernels outside the capture
             for _ in range(2):
-                self.model.rollout_chunk(g.prev, g.labels, g.z)
+                self.model.rollout_chunk(g.prev, g.labels, g.z, self.next_frame)
         torch.cuda.current_stream().wait_stream(side)
         with torch.cuda.graph(g.graph), self.autocast():
-            g.out = self.model.rollout_chunk(g.prev, g.labels, g.z)
+            g.out = self.model.rollout_chunk(g.prev, g.labels, g.z, self.next_frame)
         return g

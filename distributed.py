@@ -111,6 +111,11 @@ def wrap(model, ctx, sync_bn):
     return model, torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
 
-def teardown(ctx):
+def teardown(ctx, finished=False):
+    """finished: every rank completed the run, so they can meet once more. Without that barrier a rank
+    that leaves first can tear gloo down under a peer still talking to it (seen as a rare SIGABRT,
+    "terminate called without an active exception"). After a failure there is no barrier: it could hang."""
     if ctx.active and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()

@@ -167,17 +167,23 @@ class VAE_Model(nn.Module):
         pred = self.rollout(first_frame.repeat_interleave(K, 0), labels.repeat_interleave(K, 0), noise, progress, step)
         return pred.unflatten(0, (S, K))  # row s*K + k: sequence s, sample k
 
-    def rollout_chunk(self, prev, labels, z):
+    def rollout_chunk(self, prev, labels, z, next_frame=None):
         """n frames after prev [B,3,H,W], given their poses labels [B,n,3,H,W] and noise z [>=n,B,N,H,W].
-        The pose features of the chunk come from one batched call; the frames from a sequential chain."""
+        The pose features of the chunk come from one batched call; the frames from a sequential chain
+        of next_frame (default self.next_frame; cuda_graphs may pass a compiled one)."""
+        next_frame = next_frame or self.next_frame
         label_feat = self.label_transformation(labels.flatten(0, 1)).unflatten(0, labels.shape[:2])
         frames = []
         for k in range(labels.shape[1]):
-            prev_feat = self.frame_transformation(prev)
-            z_k = self.prior_sample(prev_feat, label_feat[:, k], z[k])
-            prev = self.decode(prev, prev_feat, label_feat[:, k], z_k).float()
+            prev = next_frame(prev, label_feat[:, k], z[k])
             frames.append(prev)
         return torch.stack(frames, 1)
+
+    def next_frame(self, prev, label_feat, eps):
+        """One rollout step: x̂_t (fp32) from x̂_{t-1}, the features of p_t and the noise of step t."""
+        prev_feat = self.frame_transformation(prev)
+        z = self.prior_sample(prev_feat, label_feat, eps)
+        return self.decode(prev, prev_feat, label_feat, z).float()
 
 
 def stack_priors(priors):

@@ -207,6 +207,24 @@ def main(argv=None):
         fp32_rollout = lambda: model.rollout(first, labels, noise(range(S)), step=step)  # noqa: E731
         fp32_rollout()
         figures[f"rollout_seconds_{S}seq_fast_fp32_graph"] = timed(fp32_rollout, device)
+    if device.type == "cuda":  # torch.compile of the frame step before the capture: fewer kernels, a slow first call
+        for name, use_amp in (("bf16", True), ("fp32", False)):
+            try:
+                step = rollout_step(model, device, use_amp, compile=True)
+
+                def compiled_rollout():
+                    with autocast(device, use_amp):
+                        model.rollout(first, labels, noise(range(S)), step=step)
+
+                figures[f"rollout_compiled_{name}_first_call_seconds"] = timed(compiled_rollout, device)
+                if step.failed:
+                    raise RuntimeError("the capture failed and it rolled out eagerly")
+                figures[f"rollout_seconds_{S}seq_fast_compiled_{name}"] = timed(compiled_rollout, device)
+            except Exception as e:  # a measurement, not a requirement: report and go on
+                figures[f"rollout_compiled_{name}_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+    fastest = min(v for k, v in figures.items() if k.startswith(f"rollout_seconds_{S}seq_fast"))
+    figures[f"rollout_seconds_{S}seq_fastest"] = fastest
+    figures[f"rollout_{S}seq_fastest_ratio"] = figures[f"rollout_seconds_{S}seq_plain"] / fastest
 
     print(f"device {figures['device']} | torch {figures['torch']} | {figures['params']:,} parameters | "
           f"bf16 {'on' if amp else 'off'} in the fast path")
@@ -218,6 +236,11 @@ def main(argv=None):
     print(f"course epoch (23,410 frames, batch 2) extrapolated: {figures['epoch_seconds_course_data_batch2']:.0f} s")
     print("other figures: " + ", ".join(f"{k} {v:.1f}" for k, v in figures.items()
                                          if isinstance(v, float) and ("channels_last" in k or "seconds" in k or k.startswith(("val_psnr", "train_fps_fast")))))
+    for k, v in figures.items():
+        if k.endswith("_error"):
+            print(f"{k}: {v}")
+    print(f"rollout {S} x {T} frames, fastest variant: {fastest:.3f} s, "
+          f"{figures[f'rollout_{S}seq_fastest_ratio']:.1f}x the plain path")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
     return figures

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The prepared GPU session (about 8 minutes on one H100/H200): the CUDA tests, the recipe runs
 # (MINUTES each, validation included; RUNS="a:flags;b:flags" runs several side by side), the benchmark alone on the GPU
-# at the default widths with the best run's checkpoint, and the Tester twice (cold, warm).
+# at the default widths with the best run's checkpoint, and the Tester twice (cold, warm), then twice with --compile.
 # Everything lands in OUT_DIR/gpu_results.tar.gz (re-packed after each phase).
 #     bash scripts/gpu_check.sh OUT_DIR [MINUTES] [extra flags for Trainer and benchmark, e.g. tiny widths]
 set -u
@@ -17,7 +17,7 @@ pack() { tar czf "$OUT/gpu_results.tar.gz" --exclude='submission.csv' --exclude=
   $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"; } > "$W/machine.txt"
 cat "$W/machine.txt"
 stamp "dataset"; $PY synthetic.py --root data/synthetic 2>&1 | tail -1
-stamp "CUDA tests"; timeout 240 $PY -m pytest -q -x tests/test_cuda.py 2>&1 | tail -15 | tee "$W/cuda_tests.log"
+stamp "CUDA tests"; timeout 300 $PY -m pytest -q -x tests/test_cuda.py 2>&1 | tail -15 | tee "$W/cuda_tests.log"
 pack
 
 stamp "recipe runs, $MIN minutes each (several share the GPU)"
@@ -72,5 +72,10 @@ rm -f "$W"/test_cold/*.gif "$W"/test_warm/pred_seq[1-9]*.gif
 pack
 stamp "benchmark (alone on the GPU)"
 timeout 300 $PY scripts/benchmark.py --ckpt_path "$BEST" --big_batches 32 --steps 10 --json "$W/bench.json" "${EXTRA[@]}" 2>&1 | tee "$W/bench.log"
+pack
+stamp "Tester with --compile, cold then warm compile cache"
+for pass in cold warm; do
+  timeout 150 $PY Tester.py --ckpt_path "$BEST" --amp --compile --no_gif --save_root "$W/test_compile_$pass" 2>&1 | tail -4 | tee "$W/tester_compile_$pass.log"
+done
 pack
 stamp "done"

@@ -42,6 +42,21 @@ def test_graphed_rollout_equals_eager_in_fp32(activation, prior, monkeypatch):
     assert (model.rollout(first, labels, noise(), step=step) - model.rollout(first, labels, noise())).abs().max() < 1e-4
 
 
+def test_compiled_graphed_rollout_equals_eager_in_fp32(monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    torch.manual_seed(0)
+    model = VAE_Model(16, 8, 4, 16, output_activation="warp").cuda().eval()
+    torch.nn.init.normal_(model.Generator[-1].weight, std=0.1)
+    first, labels = random_rollout_inputs(T=40)
+    noise = lambda: rollout_noise(model, 0, range(3), 0, 32, 64, "cuda")  # noqa: E731
+    eager = model.rollout(first, labels, noise())
+    step = GraphedRollout(model, amp=False, compile=True)
+    compiled = model.rollout(first, labels, noise(), step=step)
+    assert not step.failed and len(step.graphs) == 1
+    assert (compiled - eager).abs().max().item() < 1e-4
+
+
 def test_graphed_bf16_rollout_is_close_to_fp32():
     torch.manual_seed(0)
     model = VAE_Model(output_activation="residual").cuda().eval()
@@ -60,7 +75,8 @@ def test_graphed_bf16_rollout_is_close_to_fp32():
 def test_trainer_and_tester_on_cuda(tiny_data, tmp_path, capfd):
     run = tmp_path / "run"
     Trainer.main(["--DR", str(tiny_data), *TINY, "--train_vi_len", "4", "--val_vi_len", "12", "--num_epoch", "2",
-                  "--device", "cuda", "--amp", "--save_root", str(run), "--batch_size", "2", "--tfr", "0.5"])
+                  "--device", "cuda", "--amp", "--save_root", str(run), "--batch_size", "2", "--tfr", "0.5",
+                  "--ema", "0.9"])
     rows = (run / "history.csv").read_text().splitlines()
     assert len(rows) == 3 and "nan" not in rows[-1]
     Trainer.main(["--ckpt_path", str(run / "last.ckpt"), "--num_epoch", "1", "--device", "cuda"])  # resume on CUDA

@@ -98,6 +98,7 @@ def test_learned_prior_trains_end_to_end_and_the_tester_uses_it(tiny_data, tmp_p
 def test_quick_recipe_trains_a_warp_model_that_the_tester_rolls_out(tiny_data, tmp_path):
     ckpt, model, arch = train_then_test(tiny_data, tmp_path, "--preset", "quick", "--num_epoch", "1", "--partial", "1")
     assert ckpt["args"]["output_activation"] == "warp" and ckpt["args"]["detach_prev"] is True
+    assert ckpt["args"]["ema"] == 0.99 and "train_state_dict" in ckpt  # the Tester rolled out the average
     assert ckpt["state_dict"]["Generator.7.weight"].shape[0] == 2 and ckpt["state_dict"]["Generator.7.weight"].abs().sum() > 0
     assert arch.output_activation == "warp" and model.Generator.output_activation == "warp"
 
@@ -129,17 +130,21 @@ def test_warp_model_learns_to_move_a_square_better_than_copying():
     assert mse.item() < 0.5 * copy.item()
 
 
-def test_quick_and_recommended_presets_train_the_warp_recipe():
+def test_quick_and_recommended_presets_train_the_warp_recipe(capsys):
     for name in ("quick", "recommended"):
         a = Trainer.parse_args(["--preset", name])
-        assert (a.output_activation, a.tfr, a.tfr_d_step, a.detach_prev, a.kl_anneal_type, a.milestones) == \
-            ("warp", 0.0, 0.0, True, "None", [])
+        assert (a.output_activation, a.tfr, a.tfr_d_step, a.detach_prev, a.kl_anneal_type, a.milestones, a.ema) == \
+            ("warp", 0.0, 0.0, True, "None", [], 0.99)
     q, r = Trainer.parse_args(["--preset", "quick"]), Trainer.parse_args(["--preset", "recommended"])
     assert (q.F_dim, q.L_dim, q.N_dim, q.D_out_dim, q.batch_size, q.num_epoch, q.train_vi_len, q.partial) == \
         (32, 16, 8, 64, 2, 4, 16, 0.5)  # the README's measured quick job
     assert q.zero_init_posterior and r.zero_init_posterior and r.amp and not q.amp
     assert (r.F_dim, r.batch_size, r.train_vi_len) == (128, 8, 16)
     assert Trainer.parse_args(["--preset", "quick", "--no-detach_prev"]).detach_prev is False
+    assert Trainer.parse_args(["--preset", "quick", "--ema", "0"]).ema == 0 and Trainer.parse_args([]).ema == 0
+    with pytest.raises(SystemExit):
+        Trainer.parse_args(["--ema", "1"])
+    assert "--ema must be in [0, 1)" in capsys.readouterr().err
 
 
 def test_detach_prev_cuts_the_gradient_through_predictions():
@@ -245,21 +250,55 @@ def test_end_to_end_writes_every_output(tiny_data, tmp_path):
     assert not list(out.glob("*.tmp*"))
 
 
-def test_resume_is_bit_exact(tiny_data, tmp_path):
-    extra = ["--tfr", "0.5", "--tfr_sde", "0", "--milestones", "1", "3", "--kl_anneal_cycle", "2"]
+@pytest.mark.parametrize("ema", [[], ["--ema", "0.9"]], ids=["raw", "ema"])
+def test_resume_is_bit_exact(tiny_data, tmp_path, ema):
+    extra = ["--tfr", "0.5", "--tfr_sde", "0", "--milestones", "1", "3", "--kl_anneal_cycle", "2", *ema]
     Trainer.main(run_args(tiny_data, tmp_path / "a", "--num_epoch", "4", *extra))
     Trainer.main(run_args(tiny_data, tmp_path / "b", "--num_epoch", "2", *extra))
     Trainer.main(["--ckpt_path", str(tmp_path / "b" / "last.ckpt"), "--num_epoch", "2", "--device", "cpu"])
     a = torch.load(tmp_path / "a" / "last.ckpt", weights_only=True)
     b = torch.load(tmp_path / "b" / "last.ckpt", weights_only=True)
     assert a["epoch"] == b["epoch"] == 3
-    for k in a["state_dict"]:
-        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
-    assert a["tfr"] == b["tfr"] and a["kl_anneal"] == b["kl_anneal"]
+    for weights in ("state_dict", "train_state_dict") if ema else ("state_dict",):
+        for k in a[weights]:
+            assert torch.equal(a[weights][k], b[weights][k]), (weights, k)
+    assert a["tfr"] == b["tfr"] and a["kl_anneal"] == b["kl_anneal"] and a.get("ema_updates") == b.get("ema_updates")
     history_a = (tmp_path / "a" / "history.csv").read_text().splitlines()
     history_b = (tmp_path / "b" / "history.csv").read_text().splitlines()
     strip_seconds = lambda rows: [r.rsplit(",", 2)[0] for r in rows]  # noqa: E731
     assert strip_seconds(history_a) == strip_seconds(history_b)
+
+
+def test_ema_is_the_average_of_the_steps_and_what_is_validated(tiny_data, tmp_path, monkeypatch):
+    steps = []  # the raw weights after every optimizer step
+    real_step = torch.optim.Adam.step
+
+    def recording_step(self, *a, **k):
+        out = real_step(self, *a, **k)
+        steps.append([p.detach().clone() for p in self.param_groups[0]["params"]])
+        return out
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    validated = []
+    real_validate = Trainer.validate
+    monkeypatch.setattr(Trainer, "validate", lambda model, *a, **k: validated.append(model) or real_validate(model, *a, **k))
+    Trainer.main(run_args(tiny_data, tmp_path / "a", "--num_epoch", "2", "--ema", "0.5"))
+    ckpt = torch.load(tmp_path / "a" / "last.ckpt", weights_only=True)
+    assert ckpt["ema_updates"] == len(steps) > 2
+    # replay the average by hand from the initial weights (seed 1) and the recorded steps
+    torch.manual_seed(1)
+    initial = VAE_Model.from_args(Trainer.parse_args(run_args(tiny_data, tmp_path)))
+    names = [k for k, _ in initial.named_parameters()]
+    expected = [p.detach() for p in initial.parameters()]
+    for n, weights in enumerate(steps, start=1):
+        d = min(0.5, (1 + n) / (10 + n))
+        expected = [d * e + (1 - d) * w for e, w in zip(expected, weights)]
+    for name, e, raw in zip(names, expected, steps[-1]):
+        assert torch.allclose(ckpt["state_dict"][name], e, atol=1e-6), name
+        assert torch.equal(ckpt["train_state_dict"][name], raw), name
+    assert any(not torch.equal(ckpt["state_dict"][n], ckpt["train_state_dict"][n]) for n in names)
+    assert all(not m.training and not any(p.requires_grad for p in m.parameters()) for m in validated)
+    assert torch.equal(next(validated[-1].parameters()), ckpt["state_dict"][names[0]])
 
 
 def test_resume_with_other_architecture_names_the_flag(tiny_data, tmp_path):
