@@ -38,6 +38,13 @@ def test_csv_of_extreme_values_round_trips():
     assert text == "id,0,1,2,3,4,5\n0,0,9,10,99,100,255\n"
 
 
+def test_csv_blocks_join_into_the_same_file():
+    frames = np.random.default_rng(0).integers(0, 256, (2, 5, 3, 2, 3), dtype=np.uint8)
+    whole = submission_bytes(frames, rows_per_block=1000)
+    assert submission_bytes(frames, rows_per_block=3) == whole  # blocks of 3, 3, 3, 1 rows
+    assert [line.split(",")[0] for line in whole.decode().splitlines()[1:]] == [str(r) for r in range(10)]
+
+
 def test_batched_rollout_equals_one_at_a_time():
     torch.manual_seed(0)
     model = VAE_Model(8, 4, 4, 8).eval()
