@@ -44,8 +44,8 @@ def parse_args(argv=None):
     a("--amp", action=argparse.BooleanOptionalAction, default=False, help="bf16 autocast for the rollout (GPU)")
     a("--cuda_graph", action=argparse.BooleanOptionalAction, default=True,
       help="replay the rollout as a captured CUDA graph (CUDA only)")
-    a("--compile", action="store_true", help="torch.compile the frame step before capturing the graph: fewer "
-      "kernels per frame, but the first compile takes tens of seconds (cached on disk for later runs)")
+    a("--compile", action="store_true", help="torch.compile the frame step before capturing the graph (CUDA "
+      "only): a faster rollout (0.59 s instead of 1.0 s for 5 x 630 frames on an H200), but compiling takes 10-18 s")
     # only for course checkpoints, which carry no architecture; a Trainer checkpoint's own args win
     for flag in ARCH_FLAGS:
         a(f"--{flag}", default=None, type=str if flag in ("output_activation", "prior") else int,
