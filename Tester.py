@@ -44,6 +44,8 @@ def parse_args(argv=None):
     a("--amp", action=argparse.BooleanOptionalAction, default=False, help="bf16 autocast for the rollout (GPU)")
     a("--cuda_graph", action=argparse.BooleanOptionalAction, default=True,
       help="replay the rollout as a captured CUDA graph (CUDA only)")
+    a("--flow_deadzone", type=float, default=None, metavar="PIXELS",
+      help="warp models: zero flow components under PIXELS (default: the checkpoint's --flow_deadzone)")
     a("--compile", action="store_true", help="torch.compile the frame step before capturing the graph (CUDA "
       "only): a faster rollout (0.59 s instead of 1.0 s for 5 x 630 frames on an H200), but compiling takes 10-18 s")
     # only for course checkpoints, which carry no architecture; a Trainer checkpoint's own args win
@@ -66,6 +68,7 @@ def architecture(args, ckpt):
             arch[flag] = saved[flag]
         else:
             arch[flag] = given if given is not None else COURSE_ARCH[flag]
+    arch["flow_deadzone"] = args.flow_deadzone if args.flow_deadzone is not None else saved.get("flow_deadzone", 0.0)
     return argparse.Namespace(**arch)
 
 

@@ -93,11 +93,14 @@ class Generator(nn.Sequential):
     'warp'     x_{t-1} warped by a predicted flow field (the last conv gives 2 channels, in pixels, and starts
                at zero, so an untrained model copies the previous frame). Moving the dancer's pixels is far
                easier to learn than redrawing them, and the background never fades (README, "Getting good
-               results")."""
+               results").
+    flow_deadzone (warp, eval mode only): flow components under this many pixels are set to zero, so the
+    sub-pixel noise of a static background does not blur it a little at every rollout step. Training
+    keeps every flow: under a dead zone the zero-initialised head would get no gradient."""
 
     ACTIVATIONS = ("sigmoid", "none", "residual", "warp")
 
-    def __init__(self, input_nc, output_nc, output_activation="sigmoid"):
+    def __init__(self, input_nc, output_nc, output_activation="sigmoid", flow_deadzone=0.0):
         if output_activation not in self.ACTIVATIONS:
             raise ValueError(f"--output_activation must be one of {self.ACTIVATIONS}, got {output_activation!r}")
         d = input_nc
@@ -108,7 +111,7 @@ class Generator(nn.Sequential):
             DepthConvBlock(d // 8, d // 8),
             nn.Conv2d(d // 8, 2 if output_activation == "warp" else output_nc, kernel_size=1),
         )
-        self.output_activation = output_activation
+        self.output_activation, self.flow_deadzone = output_activation, flow_deadzone
         if output_activation in ("residual", "warp"):
             nn.init.zeros_(self[-1].weight)
             nn.init.zeros_(self[-1].bias)
@@ -121,7 +124,10 @@ class Generator(nn.Sequential):
         if self.output_activation == "residual":
             return torch.sigmoid(torch.logit(prev_frame.float().clamp(0, 1), eps=1e-3) + out.float())
         if self.output_activation == "warp":
-            return warp(prev_frame.float(), out.float())
+            flow = out.float()
+            if self.flow_deadzone > 0 and not self.training:
+                flow = flow * (flow.abs() > self.flow_deadzone)
+            return warp(prev_frame.float(), flow)
         return out
 
 

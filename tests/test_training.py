@@ -101,6 +101,11 @@ def test_quick_recipe_trains_a_warp_model_that_the_tester_rolls_out(tiny_data, t
     assert ckpt["args"]["ema"] == 0.99 and "train_state_dict" in ckpt  # the Tester rolled out the average
     assert ckpt["state_dict"]["Generator.7.weight"].shape[0] == 2 and ckpt["state_dict"]["Generator.7.weight"].abs().sum() > 0
     assert arch.output_activation == "warp" and model.Generator.output_activation == "warp"
+    assert model.Generator.flow_deadzone == Trainer.PRESETS["quick"]["flow_deadzone"] > 0  # from the checkpoint
+    import Tester
+    path = str(tmp_path / "run" / "last.ckpt")
+    other, _ = Tester.load_model(Tester.parse_args(["--ckpt_path", path, "--device", "cpu", "--flow_deadzone", "0"]))
+    assert other.Generator.flow_deadzone == 0
 
 
 @pytest.mark.parametrize("activation,tolerance", [("residual", 1.001e-3),  # exact up to the logit clamp at 1e-3
@@ -111,6 +116,20 @@ def test_untrained_residual_and_warp_models_copy_the_previous_frame(activation, 
     first, labels = torch.rand(2, 3, 16, 24), torch.rand(2, 6, 3, 16, 24)
     out = model.rollout(first, labels, rollout_noise(model, 0, [0, 1], 0, 16, 24, "cpu"))
     assert (out - first[:, None]).abs().max() < tolerance
+
+
+def test_flow_deadzone_zeroes_small_flows_in_eval_mode_only():
+    from modules.modules import Generator, warp
+    gen = Generator(8, 3, "warp", flow_deadzone=0.1)
+    with torch.no_grad():
+        gen[-1].bias.copy_(torch.tensor([0.05, 0.3]))  # the head outputs a constant flow (0.05, 0.3) pixels
+    x, prev = torch.rand(2, 8, 6, 10), torch.rand(2, 3, 6, 10)
+    flow = lambda fx, fy: torch.tensor([fx, fy]).view(1, 2, 1, 1).expand(2, 2, 6, 10)  # noqa: E731
+    gen.train()
+    assert torch.allclose(gen(x, prev), warp(prev, flow(0.05, 0.3)), atol=1e-6)
+    gen.eval()
+    assert torch.allclose(gen(x, prev), warp(prev, flow(0.0, 0.3)), atol=1e-6)
+    assert not torch.allclose(gen(x, prev), warp(prev, flow(0.05, 0.3)), atol=1e-4)
 
 
 def test_warp_model_learns_to_move_a_square_better_than_copying():
@@ -135,6 +154,7 @@ def test_quick_and_recommended_presets_train_the_warp_recipe(capsys):
         a = Trainer.parse_args(["--preset", name])
         assert (a.output_activation, a.tfr, a.tfr_d_step, a.detach_prev, a.kl_anneal_type, a.milestones, a.ema) == \
             ("warp", 0.0, 0.0, True, "None", [], 0.99)
+        assert a.flow_deadzone == 0.05
     q, r = Trainer.parse_args(["--preset", "quick"]), Trainer.parse_args(["--preset", "recommended"])
     assert (q.F_dim, q.L_dim, q.N_dim, q.D_out_dim, q.batch_size, q.num_epoch, q.train_vi_len, q.partial) == \
         (32, 16, 8, 64, 2, 4, 16, 0.5)  # the README's measured quick job
@@ -145,6 +165,9 @@ def test_quick_and_recommended_presets_train_the_warp_recipe(capsys):
     with pytest.raises(SystemExit):
         Trainer.parse_args(["--ema", "1"])
     assert "--ema must be in [0, 1)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        Trainer.parse_args(["--flow_deadzone", "-1"])
+    assert "--flow_deadzone must be >= 0 pixels" in capsys.readouterr().err
 
 
 def test_detach_prev_cuts_the_gradient_through_predictions():
