@@ -75,12 +75,22 @@ def architecture(args, ckpt):
 def load_model(args):
     ckpt = checkpoint.load(args.ckpt_path)
     arch = architecture(args, ckpt)
+    return build_model(args, ckpt, arch), arch
+
+
+def build_model(args, ckpt, arch):
     try:
         model = VAE_Model.from_args(arch)
     except ValueError as e:
         raise checkpoint.CheckpointError(f"{args.ckpt_path}: {e}") from None
     checkpoint.load_weights(model, ckpt["state_dict"], args.ckpt_path)
-    return model.to(args.device).eval(), arch
+    return model.to(args.device).eval()
+
+
+def load_test_data(args, size):
+    test = Dataset_Dance(args.DR, mode="test", video_len=args.test_len, frame_H=size[0], frame_W=size[1])
+    gt = load_test_gt(args.gt_dir, test.sequence_names, args.test_len, *size) if args.gt_dir else test.gt
+    return test, gt
 
 
 def score(pred, gt, names, save_root):
@@ -115,10 +125,20 @@ def main(argv=None):
     if args.eval_samples < 1:
         raise ValueError(f"--eval_samples must be >= 1, got {args.eval_samples}")
     work_start = time.time()
-    model, arch = load_model(args)
-    size = (arch.frame_H, arch.frame_W)
-    test = Dataset_Dance(args.DR, mode="test", video_len=args.test_len, frame_H=size[0], frame_W=size[1])
-    gt = load_test_gt(args.gt_dir, test.sequence_names, args.test_len, *size) if args.gt_dir else test.gt
+    # one pool for the whole run: PIL, numpy, file I/O and CUDA calls release the GIL
+    pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1))
+    try:
+        return run(args, pool, work_start)
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def run(args, pool, work_start):
+    ckpt = checkpoint.load(args.ckpt_path)
+    arch = architecture(args, ckpt)
+    data = pool.submit(load_test_data, args, (arch.frame_H, arch.frame_W))  # decoding beside the model's setup
+    model = build_model(args, ckpt, arch)
+    test, gt = data.result()
     save_root = Path(args.save_root) if args.save_root else Path(args.ckpt_path).parent / "test"
     save_root.mkdir(parents=True, exist_ok=True)
     S, K, T = len(test), args.eval_samples, args.test_len
@@ -133,21 +153,17 @@ def main(argv=None):
     seconds["rollout"] = time.time() - work_start - sum(seconds.values())
     samples[:, :, 0] = test.frames[:, None, 0]
     frames = samples[:, 0]  # row 0 of each sequence is the given first frame, bit for bit
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # PIL and numpy release the GIL
-        jobs = [pool.submit(media.write_submission, frames, save_root / "submission.csv")]
-        if not args.no_gif:
-            for i, name in enumerate(test.sequence_names):
-                panels = [frames[i]] + ([gt[i]] if gt is not None else []) + [test.labels[i]]
-                jobs.append(pool.submit(media.write_gif, media.side_by_side(*panels), save_root / f"pred_seq{name}.gif"))
-        for job in jobs:
-            job.result()  # re-raises a writer's error here
-    seconds["CSV and GIFs"] = time.time() - work_start - sum(seconds.values())
-    if gt is not None:
-        # scored on the uint8 frames (sample 0 is what the CSV holds); 'psnr' is the mean over the K samples
+    jobs = [pool.submit(media.write_submission, frames, save_root / "submission.csv")]
+    if not args.no_gif:
+        for i, name in enumerate(test.sequence_names):
+            panels = [frames[i]] + ([gt[i]] if gt is not None else []) + [test.labels[i]]
+            jobs.append(pool.submit(media.write_gif, media.side_by_side(*panels), save_root / f"pred_seq{name}.gif"))
+    if gt is not None:  # scored on the uint8 frames (sample 0 is what the CSV holds), the mean over the K samples
         score(torch.from_numpy(samples).to(args.device).float() / 255, gt, test.sequence_names, save_root)
+    for job in jobs:
+        job.result()  # re-raises a writer's error here
     now = time.time()
-    if gt is not None:
-        seconds["scores and plot"] = now - work_start - sum(seconds.values())
+    seconds["CSV, GIFs" + (" and scores" if gt is not None else "")] = now - work_start - sum(seconds.values())
     print(f"{S} sequences x {T} frames in {now - work_start:.1f} s (process {now - PROCESS_START:.1f} s; "
           + ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items()) + f") -> {save_root}/submission.csv"
           + ("" if args.no_gif else ", pred_seq<i>.gif"))

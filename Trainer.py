@@ -34,6 +34,7 @@ from cuda_graphs import rollout_step
 from dataloader import DatasetError, Dataset_Dance
 from ema import EMA
 from metrics import copy_first_frame_psnr, psnr_per_frame, sample_summary, ssim
+from modules import Generator
 from model import ARCH_FLAGS, PRIORS, VAE_Model, autocast
 from schedules import kl_annealing, next_tfr, normalize_kl_type, use_teacher_forcing
 
@@ -102,9 +103,10 @@ def build_parser():
     # beyond the course
     a("--preset", default="course", choices=sorted(PRESETS), help="a set of defaults (see README)")
     a("--seed", type=int, default=1)
-    a("--output_activation", default="sigmoid", choices=["sigmoid", "none", "residual", "warp"],
+    a("--output_activation", default="sigmoid", choices=Generator.ACTIVATIONS,
       help="'none' reproduces the course model (pixels may leave [0,1]); 'residual' predicts a change "
-           "to the previous frame; 'warp' moves the previous frame's pixels by a predicted flow")
+           "to the previous frame; 'warp' moves the previous frame's pixels by a predicted flow; 'warp_ref' "
+           "blends that with the first frame, warped too (the decoder also sees the first frame)")
     a("--prior", default="fixed", choices=PRIORS,
       help="z at validation/test: 'fixed' N(0,I) (the course, SVG-FP) or 'learned' p(z_t | x_t-1, p_t) (SVG-LP)")
     a("--eval_samples", type=int, default=1, help="rollouts per val sequence: mean and best-of-K PSNR/SSIM")

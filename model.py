@@ -37,7 +37,8 @@ class VAE_Model(nn.Module):
         self.frame_transformation = RGB_Encoder(3, F_dim)
         self.label_transformation = Label_Encoder(3, L_dim)
         self.Gaussian_Predictor = Gaussian_Predictor(F_dim + L_dim, N_dim)
-        self.Decoder_Fusion = Decoder_Fusion(F_dim + L_dim + N_dim, D_out_dim)
+        self.uses_reference = output_activation == "warp_ref"  # the decoder also sees the first frame's features
+        self.Decoder_Fusion = Decoder_Fusion(F_dim + L_dim + N_dim + F_dim * self.uses_reference, D_out_dim)
         self.Generator = Generator(D_out_dim, 3, output_activation, flow_deadzone)
         if zero_init_posterior:  # mu = logvar = 0 at start: KL starts at 0 instead of thousands
             nn.init.zeros_(self.Gaussian_Predictor[-1].weight)
@@ -70,9 +71,19 @@ class VAE_Model(nn.Module):
             return kl_criterion(mu, logvar, batch_size)
         return kl_gaussians(mu, logvar, *prior, batch_size)
 
-    def decode(self, prev_frame, prev_feat, label_feat, z):
-        """x̂_t from the previous frame (its pixels matter only to --output_activation residual and warp)."""
-        return self.Generator(self.Decoder_Fusion(prev_feat, label_feat, z), prev_frame)
+    def reference(self, first_frame, first_feat=None):
+        """(x_0, its features) for --output_activation warp_ref, else None."""
+        if not self.uses_reference:
+            return None
+        return first_frame, self.frame_transformation(first_frame) if first_feat is None else first_feat
+
+    def decode(self, prev_frame, prev_feat, label_feat, z, reference=None):
+        """x̂_t from the previous frame (its pixels matter only to --output_activation residual and warp)
+        and, for warp_ref, the reference (x_0, its features) from self.reference()."""
+        if reference is None:
+            return self.Generator(self.Decoder_Fusion(prev_feat, label_feat, z), prev_frame)
+        ref_frame, ref_feat = reference
+        return self.Generator(self.Decoder_Fusion(prev_feat, label_feat, z, ref_feat), prev_frame, ref_frame)
 
     # -- training ---------------------------------------------------------------------------
 
@@ -102,7 +113,7 @@ class VAE_Model(nn.Module):
 
     def _frames_one_by_one(self, img, label, teacher_forcing, detach_prev, eps):
         preds, mus, logvars, priors = [], [], [], []
-        prev = img[:, 0]
+        prev, reference = img[:, 0], self.reference(img[:, 0])
         for t in range(1, img.shape[1]):
             label_feat = self.label_transformation(label[:, t])
             z, mu, logvar = self.Gaussian_Predictor(self.frame_transformation(img[:, t]), label_feat, eps[:, t - 1])
@@ -110,7 +121,7 @@ class VAE_Model(nn.Module):
                 prev = img[:, t - 1]
             prev_feat = self.frame_transformation(prev)
             priors.append(self.prior(prev_feat, label_feat))
-            out = self.decode(prev, prev_feat, label_feat, z)
+            out = self.decode(prev, prev_feat, label_feat, z, reference)
             prev = out.detach() if detach_prev else out
             preds.append(out), mus.append(mu), logvars.append(logvar)
         return torch.stack(preds, 1), torch.stack(mus, 1), torch.stack(logvars, 1), stack_priors(priors)
@@ -122,15 +133,18 @@ class VAE_Model(nn.Module):
         label_feat = self.label_transformation(flat(label[:, 1:])).unflatten(0, (B, T - 1))
         z, mu, logvar = self.Gaussian_Predictor(flat(frame_feat[:, 1:]), flat(label_feat), flat(eps))
         z, mu, logvar = (x.unflatten(0, (B, T - 1)) for x in (z, mu, logvar))
+        reference = self.reference(img[:, 0], frame_feat[:, 0])
         if teacher_forcing:  # every previous frame is known: one parallel call over time
             prior = self.prior(flat(frame_feat[:, :-1]), flat(label_feat))
             prior = None if prior is None else tuple(p.unflatten(0, (B, T - 1)) for p in prior)
-            preds = self.decode(flat(img[:, :-1]), flat(frame_feat[:, :-1]), flat(label_feat), flat(z))
+            if reference is not None:  # the same x_0 at every step of the clip
+                reference = tuple(flat(r[:, None].expand(-1, T - 1, *r.shape[1:])) for r in reference)
+            preds = self.decode(flat(img[:, :-1]), flat(frame_feat[:, :-1]), flat(label_feat), flat(z), reference)
             return preds.unflatten(0, (B, T - 1)), mu, logvar, prior
         preds, priors, prev, prev_feat = [], [], img[:, 0], frame_feat[:, 0]
         for t in range(T - 1):
             priors.append(self.prior(prev_feat, label_feat[:, t]))
-            out = self.decode(prev, prev_feat, label_feat[:, t], z[:, t])
+            out = self.decode(prev, prev_feat, label_feat[:, t], z[:, t], reference)
             preds.append(out)
             if t < T - 2:
                 prev = out.detach() if detach_prev else out
@@ -152,7 +166,7 @@ class VAE_Model(nn.Module):
         prev = out[:, 0]
         for start in range(1, T, noise.chunk):
             n = min(noise.chunk, T - start)
-            frames = step(prev, labels[:, start:start + n], noise.next_chunk())  # z of a full chunk
+            frames = step(prev, labels[:, start:start + n], noise.next_chunk(), first_frame)  # z of a full chunk
             out[:, start:start + n] = frames[:, :n]
             prev = out[:, start + n - 1]
             if progress is not None:
@@ -168,23 +182,25 @@ class VAE_Model(nn.Module):
         pred = self.rollout(first_frame.repeat_interleave(K, 0), labels.repeat_interleave(K, 0), noise, progress, step)
         return pred.unflatten(0, (S, K))  # row s*K + k: sequence s, sample k
 
-    def rollout_chunk(self, prev, labels, z, next_frame=None):
-        """n frames after prev [B,3,H,W], given their poses labels [B,n,3,H,W] and noise z [>=n,B,N,H,W].
-        The pose features of the chunk come from one batched call; the frames from a sequential chain
-        of next_frame (default self.next_frame; cuda_graphs may pass a compiled one)."""
+    def rollout_chunk(self, prev, labels, z, first_frame, next_frame=None):
+        """n frames after prev [B,3,H,W], given their poses labels [B,n,3,H,W], noise z [>=n,B,N,H,W]
+        and the rollout's first frame (read by warp_ref only). The pose features of the chunk come from
+        one batched call; the frames from a sequential chain of next_frame (default self.next_frame;
+        cuda_graphs may pass a compiled one)."""
         next_frame = next_frame or self.next_frame
         label_feat = self.label_transformation(labels.flatten(0, 1)).unflatten(0, labels.shape[:2])
+        reference = self.reference(first_frame)
         frames = []
         for k in range(labels.shape[1]):
-            prev = next_frame(prev, label_feat[:, k], z[k])
+            prev = next_frame(prev, label_feat[:, k], z[k], reference)
             frames.append(prev)
         return torch.stack(frames, 1)
 
-    def next_frame(self, prev, label_feat, eps):
+    def next_frame(self, prev, label_feat, eps, reference=None):
         """One rollout step: x̂_t (fp32) from x̂_{t-1}, the features of p_t and the noise of step t."""
         prev_feat = self.frame_transformation(prev)
         z = self.prior_sample(prev_feat, label_feat, eps)
-        return self.decode(prev, prev_feat, label_feat, z).float()
+        return self.decode(prev, prev_feat, label_feat, z, reference).float()
 
 
 def stack_priors(priors):

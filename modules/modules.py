@@ -80,8 +80,8 @@ class Decoder_Fusion(nn.Sequential):
             nn.Conv2d(d // 2, d, kernel_size=1),
         )
 
-    def forward(self, frame_feat, label_feat, z):
-        return super().forward(torch.cat([frame_feat, label_feat, z], dim=1))
+    def forward(self, frame_feat, label_feat, z, *reference_feat):
+        return super().forward(torch.cat([frame_feat, label_feat, z, *reference_feat], dim=1))
 
 
 class Generator(nn.Sequential):
@@ -94,11 +94,17 @@ class Generator(nn.Sequential):
                at zero, so an untrained model copies the previous frame). Moving the dancer's pixels is far
                easier to learn than redrawing them, and the background never fades (README, "Getting good
                results").
+    'warp_ref' a blend of x_{t-1} and of the first frame x_0 (the reference), each warped by its own flow:
+               5 channels, flow for x_{t-1}, flow for x_0, blend weight. The decoder also sees the features
+               of x_0 (model.py), so the dancer's look can come back from the one frame that is never
+               blurred, as SVG's decoder reads skip features of the last true frame.
     flow_deadzone (warp, eval mode only): flow components under this many pixels are set to zero, so the
     sub-pixel noise of a static background does not blur it a little at every rollout step. Training
     keeps every flow: under a dead zone the zero-initialised head would get no gradient."""
 
-    ACTIVATIONS = ("sigmoid", "none", "residual", "warp")
+    ACTIVATIONS = ("sigmoid", "none", "residual", "warp", "warp_ref")
+    CHANNELS = {"warp": 2, "warp_ref": 5}
+    REFERENCE_LOGIT = -4.0
 
     def __init__(self, input_nc, output_nc, output_activation="sigmoid", flow_deadzone=0.0):
         if output_activation not in self.ACTIVATIONS:
@@ -109,14 +115,16 @@ class Generator(nn.Sequential):
             DepthConvBlock(d // 2, d // 2), ResidualBlock(d // 2, d // 4),
             DepthConvBlock(d // 4, d // 4), ResidualBlock(d // 4, d // 8),
             DepthConvBlock(d // 8, d // 8),
-            nn.Conv2d(d // 8, 2 if output_activation == "warp" else output_nc, kernel_size=1),
+            nn.Conv2d(d // 8, self.CHANNELS.get(output_activation, output_nc), kernel_size=1),
         )
         self.output_activation, self.flow_deadzone = output_activation, flow_deadzone
-        if output_activation in ("residual", "warp"):
+        if output_activation in ("residual", "warp", "warp_ref"):
             nn.init.zeros_(self[-1].weight)
             nn.init.zeros_(self[-1].bias)
+        if output_activation == "warp_ref":  # blend weight sigmoid(-4) = 0.018: it starts almost as 'warp'
+            nn.init.constant_(self[-1].bias[4:], self.REFERENCE_LOGIT)
 
-    def forward(self, x, prev_frame=None):
+    def forward(self, x, prev_frame=None, reference_frame=None):
         out = super().forward(x)
         if self.output_activation == "sigmoid":
             return torch.sigmoid(out)
@@ -124,11 +132,18 @@ class Generator(nn.Sequential):
         if self.output_activation == "residual":
             return torch.sigmoid(torch.logit(prev_frame.float().clamp(0, 1), eps=1e-3) + out.float())
         if self.output_activation == "warp":
-            flow = out.float()
-            if self.flow_deadzone > 0 and not self.training:
-                flow = flow * (flow.abs() > self.flow_deadzone)
-            return warp(prev_frame.float(), flow)
+            return warp(prev_frame.float(), self.flow(out[:, :2]))
+        if self.output_activation == "warp_ref":
+            from_prev = warp(prev_frame.float(), self.flow(out[:, :2]))
+            from_ref = warp(reference_frame.float(), self.flow(out[:, 2:4]))
+            return torch.lerp(from_prev, from_ref, torch.sigmoid(out[:, 4:].float()))
         return out
+
+    def flow(self, out):
+        flow = out.float()
+        if self.flow_deadzone > 0 and not self.training:
+            flow = flow * (flow.abs() > self.flow_deadzone)
+        return flow
 
 
 def warp(frame, flow):

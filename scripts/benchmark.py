@@ -110,11 +110,11 @@ def cached_batches(sampler, batch_size, seed):
 @torch.no_grad()
 def plain_rollout(model, first, labels, noise):
     """The course's rollout: one sequence, the pose encoded frame by frame, eager fp32."""
-    frames = [first]
+    frames, reference = [first], model.reference(first)
     for t in range(1, labels.shape[1]):
         label_feat, prev_feat = model.label_transformation(labels[:, t]), model.frame_transformation(frames[-1])
         z = model.prior_sample(prev_feat, label_feat, noise.next())
-        frames.append(model.decode(frames[-1], prev_feat, label_feat, z))
+        frames.append(model.decode(frames[-1], prev_feat, label_feat, z, reference))
     return torch.stack(frames, 1)
 
 

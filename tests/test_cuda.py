@@ -18,14 +18,15 @@ def random_rollout_inputs(S=3, T=40, H=32, W=64, seed=0):
     return (torch.rand(S, 3, H, W, generator=g).cuda(), torch.rand(S, T, 3, H, W, generator=g).cuda())
 
 
-@pytest.mark.parametrize("activation,prior", [("sigmoid", "fixed"), ("residual", "fixed"), ("residual", "learned"), ("warp", "fixed")])
+@pytest.mark.parametrize("activation,prior", [("sigmoid", "fixed"), ("residual", "fixed"), ("residual", "learned"), ("warp", "fixed"),
+                                              ("warp_ref", "fixed")])
 def test_graphed_rollout_equals_eager_in_fp32(activation, prior, monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     torch.manual_seed(0)
     model = VAE_Model(output_activation=activation, prior=prior).cuda().eval()
     if prior == "learned":
         torch.nn.init.normal_(model.Learned_Prior[-1].weight, std=0.1)
-    if activation in ("residual", "warp"):  # non-trivial (their last conv starts at zero)
+    if activation in ("residual", "warp", "warp_ref"):  # non-trivial (their last conv starts at zero)
         torch.nn.init.normal_(model.Generator[-1].weight, std=0.1)
     first, labels = random_rollout_inputs()  # T = 40: two full chunks of 16 and a short one of 7
     noise = lambda: rollout_noise(model, 0, range(3), 0, 32, 64, "cuda")  # noqa: E731

@@ -101,6 +101,39 @@ def test_kl_against_hand_computation():
     assert kl_criterion(torch.zeros(3, 4), torch.zeros(3, 4), 3).item() == 0
 
 
+def test_warp_ref_blends_both_frames_each_warped_by_its_own_flow():
+    from modules.modules import Generator, warp
+    gen = Generator(8, 3, "warp_ref").eval()
+    x, prev, first = torch.rand(2, 8, 6, 10), torch.rand(2, 3, 6, 10), torch.rand(2, 3, 6, 10)
+    start = torch.sigmoid(torch.tensor(Generator.REFERENCE_LOGIT))  # untrained: mostly the previous frame
+    assert torch.allclose(gen(x, prev, first), prev + start * (first - prev), atol=1e-5)
+    with torch.no_grad():
+        gen[-1].bias.copy_(torch.tensor([1.0, 0.0, 0.0, -1.0, 0.0]))  # prev 1 px right, first 1 px up, blend 0.5
+    shift = lambda fx, fy: torch.tensor([fx, fy]).view(1, 2, 1, 1).expand(2, 2, 6, 10)  # noqa: E731
+    expected = (warp(prev, shift(1.0, 0.0)) + warp(first, shift(0.0, -1.0))) / 2
+    assert torch.allclose(gen(x, prev, first), expected, atol=1e-6)
+    with torch.no_grad():
+        gen[-1].bias[4] = 20.0  # blend weight ~1: all from the first frame
+    assert torch.allclose(gen(x, prev, first), warp(first, shift(0.0, -1.0)), atol=1e-6)
+
+
+def test_warp_ref_decoder_reads_the_first_frame_and_others_ignore_it():
+    from model import rollout_noise
+    torch.manual_seed(0)
+    prev, labels, z = torch.rand(2, 3, 16, 24), torch.rand(2, 4, 3, 16, 24), torch.randn(4, 2, 4, 16, 24)
+    for activation in ("warp_ref", "warp"):
+        m = VAE_Model(8, 4, 4, 8, output_activation=activation).eval()
+        torch.nn.init.normal_(m.Generator[-1].weight, std=0.1)
+        assert next(m.Decoder_Fusion.parameters()).shape[1] == 8 + 4 + 4 + 8 * (activation == "warp_ref")  # input width
+        a, b = (m.rollout_chunk(prev, labels, z, torch.rand(2, 3, 16, 24)) for _ in range(2))
+        assert torch.equal(a, b) != (activation == "warp_ref")  # two other first frames: other frames for warp_ref
+        # a rollout's reference is its own first frame, in every chunk (here 3 chunks of 16)
+        first, long_labels = torch.rand(1, 3, 16, 24), torch.rand(1, 40, 3, 16, 24)
+        out = m.rollout(first, long_labels, rollout_noise(m, 0, [0], 0, 16, 24, "cpu"))
+        step = lambda p, lab, zz, f: m.rollout_chunk(p, lab, zz, first)  # noqa: E731
+        assert torch.equal(out, m.rollout(first, long_labels, rollout_noise(m, 0, [0], 0, 16, 24, "cpu"), step=step))
+
+
 def test_warp_is_the_identity_at_zero_flow_and_shifts_by_whole_pixels():
     from modules.modules import warp
     x = torch.rand(2, 3, 8, 16)
@@ -110,11 +143,12 @@ def test_warp_is_the_identity_at_zero_flow_and_shifts_by_whole_pixels():
     assert torch.allclose(warp(x, flow)[..., 1:, :-2], x[..., :-1, 2:], atol=1e-5)
 
 
-@pytest.mark.parametrize("activation,channels", [("warp", 2), ("sigmoid", 3), ("residual", 3)])
+@pytest.mark.parametrize("activation,channels", [("warp", 2), ("warp_ref", 5), ("sigmoid", 3), ("residual", 3)])
 def test_output_heads_have_their_channels_and_stay_in_0_1(activation, channels):
     m = VAE_Model(8, 4, 4, 8, output_activation=activation)
     assert m.Generator[-1].out_channels == channels
     torch.nn.init.normal_(m.Generator[-1].weight, std=3.0)
     prev = torch.rand(2, 3, 16, 24)
-    out = m.decode(prev, m.frame_transformation(prev), m.label_transformation(prev), torch.randn(2, 4, 16, 24))
+    reference = m.reference(torch.rand(2, 3, 16, 24))
+    out = m.decode(prev, m.frame_transformation(prev), m.label_transformation(prev), torch.randn(2, 4, 16, 24), reference)
     assert out.shape == (2, 3, 16, 24) and 0 <= out.min() and out.max() <= 1

@@ -132,10 +132,10 @@ def test_rollout_copies_each_chunk_out_of_a_reused_padded_buffer():
     first, labels = torch.rand(2, 3, 16, 24, generator=g), torch.rand(2, 21, 3, 16, 24, generator=g)  # 16 + 4
     buffer = torch.empty(2, 16, 3, 16, 24)
 
-    def step(prev, chunk_labels, z):
+    def step(prev, chunk_labels, z, first_frame):
         pad = 16 - chunk_labels.shape[1]
         chunk_labels = torch.cat([chunk_labels, chunk_labels[:, -1:].expand(-1, pad, -1, -1, -1)], 1)
-        buffer.copy_(model.rollout_chunk(prev, chunk_labels, z))
+        buffer.copy_(model.rollout_chunk(prev, chunk_labels, z, first_frame))
         return buffer
 
     noise = lambda: rollout_noise(model, 3, [0, 1], 0, 16, 24, "cpu")  # noqa: E731
