@@ -78,7 +78,9 @@ def decode(path, frame_H, frame_W):
         raise DatasetError(f"cannot read image {path}: {e}") from e
     if img.size != (frame_W, frame_H):
         img = img.resize((frame_W, frame_H), Image.BILINEAR)
-    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
+    # contiguous [3,H,W]: a transposed view would make np.stack build a channels-last array, and torch
+    # then runs other (channels-last) kernels than on the cached copy: other last bits, another run
+    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1))
 
 
 # ---------------------------------------------------------------------------------------------

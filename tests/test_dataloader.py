@@ -467,9 +467,13 @@ def test_disk_cache_bit_identical_to_fresh_decode(tmp_path, monkeypatch):
         assert cached.frames.dtype == np.uint8
         assert np.array_equal(cached.frames, fresh.frames) and np.array_equal(cached.labels, fresh.labels)
         assert (cached.gt is None) == (fresh.gt is None) and (cached.gt is None or np.array_equal(cached.gt, fresh.gt))
+        # the memory layout too: a channels-last fresh array sent torch down other kernels (other last bits),
+        # so a run on freshly decoded frames differed from the same run on the cache
+        for array in (cached.frames, fresh.frames, cached.labels, fresh.labels, *([] if fresh.gt is None else [cached.gt, fresh.gt])):
+            assert array.flags.c_contiguous
         for i in range(len(fresh)):
             for a, b in zip(cached[i], fresh[i]):
-                assert torch.equal(a, b)
+                assert torch.equal(a, b) and a.stride() == b.stride()
     assert bins(root / ".cache")  # and it really was on disk
 
 
