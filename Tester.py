@@ -128,9 +128,12 @@ def main(argv=None):
     # one pool for the whole run: PIL, numpy, file I/O and CUDA calls release the GIL
     pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1))
     try:
-        return run(args, pool, work_start)
-    finally:
-        pool.shutdown(cancel_futures=True)
+        frames = run(args, pool, work_start)
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)  # the error now, not after a decode still running
+        raise
+    pool.shutdown()
+    return frames
 
 
 def run(args, pool, work_start):

@@ -132,6 +132,9 @@ def build_parser():
     a("--flow_deadzone", type=float, default=0.0, metavar="PIXELS",
       help="warp only, at validation and test: flow components under PIXELS are set to zero, so sub-pixel noise "
            "does not blur the static background at every step (0: off)")
+    a("--reference_gap", type=int, default=0, metavar="FRAMES",
+      help="warp_ref only: in training the first frame it reads is 0..FRAMES frames before the clip's first "
+           "(a new draw per clip and epoch), as validation reads one up to 629 frames back (0: the clip's own)")
     a("--ema", type=float, default=0.0, help="decay of an exponential moving average of the weights; validation, "
       "the checkpoints' state_dict and so the Tester use the average (0: off, the raw weights)")
     a("--max_bad_steps", type=int, default=20, help="stop after this many non-finite losses in a row")
@@ -164,6 +167,8 @@ def parse_args(argv=None):
     for flag in ("batch_size", "per_save", "train_vi_len", "val_vi_len", "frame_H", "frame_W", "eval_samples", "frame_stride"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    if args.reference_gap < 0:
+        parser.error(f"--reference_gap must be >= 0 frames, got {args.reference_gap}")
     if args.flow_deadzone < 0:
         parser.error(f"--flow_deadzone must be >= 0 pixels, got {args.flow_deadzone}")
     if not 0 <= args.ema < 1:
@@ -257,14 +262,22 @@ class ClipSampler:
         last_start = int(len(self.frames) * partial) - 1 - self.stride * (self.video_len - 1)
         return last_start // self.video_len + 1 if last_start >= 0 else 0
 
-    def epoch_batches(self, partial, batch_size, seed, epoch, rank=0, world=1):
-        """Batches of `batch_size` clips for this rank. Every rank draws the same permutation; global
-        batch i is order[i*B*world:(i+1)*B*world] and rank r takes its r-th slice of B."""
+    def epoch_batches(self, partial, batch_size, seed, epoch, rank=0, world=1, reference_gap=0):
+        """Batches (img, label, reference) of `batch_size` clips for this rank. Every rank draws the same
+        permutation; global batch i is order[i*B*world:(i+1)*B*world] and rank r takes its r-th slice of B.
+        reference: None, or with reference_gap > 0 the frame 0..reference_gap frames (drawn per clip and
+        epoch) before each clip's first, clamped at frame 0: the x_0 that warp_ref reads."""
         g = torch.Generator().manual_seed(seed * 100_003 + epoch)
         order = torch.randperm(self.num_clips(partial), generator=g)
+        gaps = torch.randint(0, reference_gap + 1, (len(order),), generator=g) if reference_gap > 0 else None
         step = batch_size * world
         for start in range(0, len(order) - step + 1, step):  # drop_last, as the course
-            yield self.clips(order[start + rank * batch_size:start + (rank + 1) * batch_size])
+            ids = order[start + rank * batch_size:start + (rank + 1) * batch_size]
+            yield *self.clips(ids), None if gaps is None else self.reference_frames(ids, gaps[ids])
+
+    def reference_frames(self, clip_ids, gaps):
+        index = (clip_ids * self.video_len - gaps).clamp(min=0).to(self.frames.device)
+        return self.frames[index].float().div_(255)
 
     def clips(self, clip_ids):
         offsets = torch.arange(self.video_len) * self.stride
@@ -289,17 +302,18 @@ def train_one_epoch(model, optimizer, sampler, args, run, epoch, stop, ctx=None,
     pos = run["in_epoch"] or {"epoch": epoch, "step": 0, "totals": [0.0, 0.0, 0.0], "good": 0, "bad": 0}
     run["in_epoch"] = pos
     resume_position(pos, args.batch_size, ctx.world)
-    batches = itertools.islice(sampler.epoch_batches(partial, args.batch_size, args.seed, epoch, ctx.rank, ctx.world),
-                               pos["step"], None)
+    batches = itertools.islice(sampler.epoch_batches(partial, args.batch_size, args.seed, epoch, ctx.rank, ctx.world,
+                                                     args.reference_gap), pos["step"], None)
     bar = tqdm(batches, total=steps, initial=pos["step"], desc=f"epoch {epoch}", ncols=120, leave=False,
                disable=None if ctx.is_main else True)
-    for step, (img, label) in enumerate(bar, start=pos["step"]):
+    for step, (img, label, reference) in enumerate(bar, start=pos["step"]):
         teacher_forcing = use_teacher_forcing(run["tfr"], args.seed, epoch, step)  # the same on every rank
         B, T = img.shape[:2]
         # noise for the whole global batch from the RNG every rank shares; this rank takes its rows
         eps = torch.randn(B * ctx.world, T - 1, model.N_dim, *img.shape[-2:], device=img.device)[ctx.rank * B:(ctx.rank + 1) * B]
         with autocast(img.device, args.amp):
-            loss, mse, kl, _ = net(img, label, beta, teacher_forcing, args.detach_prev, args.per_frame, eps=eps)
+            loss, mse, kl, _ = net(img, label, beta, teacher_forcing, args.detach_prev, args.per_frame, eps=eps,
+                                   reference_frame=reference)
         optimizer.zero_grad(set_to_none=True)
         if ctx.active or torch.isfinite(loss):  # under DDP every rank joins the gradient all-reduce
             loss.backward()

@@ -91,29 +91,31 @@ class VAE_Model(nn.Module):
         """= clip_loss: DistributedDataParallel syncs gradients only for calls through forward."""
         return self.clip_loss(*args, **kwargs)
 
-    def clip_loss(self, img, label, beta, teacher_forcing, detach_prev=False, per_frame=False, eps=None):
+    def clip_loss(self, img, label, beta, teacher_forcing, detach_prev=False, per_frame=False, eps=None,
+                  reference_frame=None):
         """Loss of one clip: sum over t=1..T-1 of MSE(x̂_t, x_t) + beta * KL_t.
 
         img, label: [B,T,3,H,W]. Under teacher forcing x̂_t is decoded from the true x_{t-1},
         otherwise from the model's own x̂_{t-1} (x̂_0 = x_0). The posterior always sees the true x_t.
         per_frame=True runs the course's frame-by-frame loop (Label_Encoder's BatchNorm sees B
         samples); False batches everything that does not depend on predictions over time (B*T).
-        eps: optional reparameterisation noise [B,T-1,N,H,W]. Returns (loss, mse, kl, predictions).
+        eps: optional reparameterisation noise [B,T-1,N,H,W]. reference_frame: the x_0 [B,3,H,W] that
+        warp_ref reads (default img[:, 0]). Returns (loss, mse, kl, predictions).
         """
         B, T = img.shape[:2]
         if eps is None:
             eps = torch.randn(B, T - 1, self.N_dim, *img.shape[-2:], device=img.device, dtype=img.dtype)
         run = self._frames_one_by_one if per_frame else self._frames_batched_over_time
-        preds, mus, logvars, priors = run(img, label, teacher_forcing, detach_prev, eps)
+        preds, mus, logvars, priors = run(img, label, teacher_forcing, detach_prev, eps, reference_frame)
         preds, mus, logvars = preds.float(), mus.float(), logvars.float()  # the loss in fp32, also under --amp
         mse = sum(F.mse_loss(preds[:, t], img[:, t + 1]) for t in range(T - 1))
         prior_at = (lambda t: None) if priors is None else (lambda t: (priors[0][:, t].float(), priors[1][:, t].float()))
         kl = sum(self.kl(mus[:, t], logvars[:, t], prior_at(t), B) for t in range(T - 1))
         return mse + beta * kl, mse, kl, preds
 
-    def _frames_one_by_one(self, img, label, teacher_forcing, detach_prev, eps):
+    def _frames_one_by_one(self, img, label, teacher_forcing, detach_prev, eps, reference_frame):
         preds, mus, logvars, priors = [], [], [], []
-        prev, reference = img[:, 0], self.reference(img[:, 0])
+        prev, reference = img[:, 0], self.reference(img[:, 0] if reference_frame is None else reference_frame)
         for t in range(1, img.shape[1]):
             label_feat = self.label_transformation(label[:, t])
             z, mu, logvar = self.Gaussian_Predictor(self.frame_transformation(img[:, t]), label_feat, eps[:, t - 1])
@@ -126,14 +128,14 @@ class VAE_Model(nn.Module):
             preds.append(out), mus.append(mu), logvars.append(logvar)
         return torch.stack(preds, 1), torch.stack(mus, 1), torch.stack(logvars, 1), stack_priors(priors)
 
-    def _frames_batched_over_time(self, img, label, teacher_forcing, detach_prev, eps):
+    def _frames_batched_over_time(self, img, label, teacher_forcing, detach_prev, eps, reference_frame):
         B, T = img.shape[:2]
         flat = lambda x: x.flatten(0, 1)  # noqa: E731  [B,T,...] -> [B*T,...]
         frame_feat = self.frame_transformation(flat(img)).unflatten(0, (B, T))
         label_feat = self.label_transformation(flat(label[:, 1:])).unflatten(0, (B, T - 1))
         z, mu, logvar = self.Gaussian_Predictor(flat(frame_feat[:, 1:]), flat(label_feat), flat(eps))
         z, mu, logvar = (x.unflatten(0, (B, T - 1)) for x in (z, mu, logvar))
-        reference = self.reference(img[:, 0], frame_feat[:, 0])
+        reference = self.reference(img[:, 0], frame_feat[:, 0]) if reference_frame is None else self.reference(reference_frame)
         if teacher_forcing:  # every previous frame is known: one parallel call over time
             prior = self.prior(flat(frame_feat[:, :-1]), flat(label_feat))
             prior = None if prior is None else tuple(p.unflatten(0, (B, T - 1)) for p in prior)

@@ -103,7 +103,8 @@ def cached_batches(sampler, batch_size, seed):
         raise SystemExit(f"only {sampler.num_clips(1.0)} training clips: drop batch {batch_size} from --big_batches")
     epoch = 0
     while True:
-        yield from sampler.epoch_batches(1.0, batch_size, seed, epoch)
+        for img, label, _ in sampler.epoch_batches(1.0, batch_size, seed, epoch):
+            yield img, label
         epoch += 1
 
 

@@ -19,7 +19,7 @@ def random_rollout_inputs(S=3, T=40, H=32, W=64, seed=0):
 
 
 @pytest.mark.parametrize("activation,prior", [("sigmoid", "fixed"), ("residual", "fixed"), ("residual", "learned"), ("warp", "fixed"),
-                                              ("warp_ref", "fixed")])
+                                              ("warp_ref", "fixed"), ("warp_ref", "learned")])
 def test_graphed_rollout_equals_eager_in_fp32(activation, prior, monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     torch.manual_seed(0)
@@ -41,13 +41,16 @@ def test_graphed_rollout_equals_eager_in_fp32(activation, prior, monkeypatch):
         for p in model.parameters():
             p.mul_(0.9)
     assert (model.rollout(first, labels, noise(), step=step) - model.rollout(first, labels, noise())).abs().max() < 1e-4
+    other_first = torch.rand_like(first)  # new inputs, first frame included, reach the replay through its buffers
+    assert (model.rollout(other_first, labels, noise(), step=step) - model.rollout(other_first, labels, noise())).abs().max() < 1e-4
+    assert len(step.graphs) == 1
 
 
 def test_compiled_graphed_rollout_equals_eager_in_fp32(monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     torch.manual_seed(0)
-    model = VAE_Model(16, 8, 4, 16, output_activation="warp").cuda().eval()
+    model = VAE_Model(16, 8, 4, 16, output_activation="warp_ref").cuda().eval()
     torch.nn.init.normal_(model.Generator[-1].weight, std=0.1)
     first, labels = random_rollout_inputs(T=40)
     noise = lambda: rollout_noise(model, 0, range(3), 0, 32, 64, "cuda")  # noqa: E731

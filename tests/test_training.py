@@ -42,7 +42,7 @@ def test_every_frame_reaches_the_loss(per_frame, teacher_forcing):
 
 
 @pytest.mark.parametrize("activation,prior", [("sigmoid", "fixed"), ("residual", "fixed"), ("sigmoid", "learned"),
-                                              ("warp", "fixed"), ("warp_ref", "fixed")])
+                                              ("warp", "fixed"), ("warp_ref", "fixed"), ("warp_ref", "learned")])
 @pytest.mark.parametrize("teacher_forcing", [True, False])
 def test_batched_over_time_equals_frame_by_frame_in_eval_mode(teacher_forcing, activation, prior):
     model = VAE_Model(8, 4, 4, 8, output_activation=activation, prior=prior).eval()
