@@ -475,3 +475,39 @@ def test_max_minutes_stops_before_an_epoch_that_would_overrun(tiny_data, tmp_pat
     printed = capsys.readouterr()
     assert "stopping before epoch 0" in printed.out + printed.err
     assert not (tmp_path / "run" / "history.csv").exists()
+
+
+def test_reference_gap_draws_earlier_frames_per_clip_and_keeps_the_clip_order(capsys):
+    class Frames:
+        frames = labels = np.arange(40, dtype=np.uint8).reshape(40, 1, 1, 1).repeat(3, 1)
+        video_len = 4
+    sampler = Trainer.ClipSampler(Frames, "cpu")
+    plain = list(sampler.epoch_batches(1.0, 2, seed=1, epoch=3))
+    gapped = list(sampler.epoch_batches(1.0, 2, seed=1, epoch=3, reference_gap=6))
+    assert all(ref is None for _, _, ref in plain)
+    starts, refs = [], []
+    for (img, _, _), (img_g, _, ref) in zip(plain, gapped):
+        assert torch.equal(img, img_g)  # the same clips in the same order: only a reference is added
+        starts += (img[:, 0, 0, 0, 0] * 255).round().tolist()
+        refs += (ref[:, 0, 0, 0] * 255).round().tolist()
+    gaps = [s - r for s, r in zip(starts, refs)]
+    assert all(0 <= g <= 6 for g in gaps)  # an unclamped index below 0 would wrap to the last frames: g < 0
+    assert len(set(gaps)) > 2  # drawn, not fixed
+    again = [ref for _, _, ref in sampler.epoch_batches(1.0, 2, seed=1, epoch=3, reference_gap=6)]
+    assert all(torch.equal(a, b) for a, b in zip(again, (ref for _, _, ref in gapped)))  # a resume replays them
+    with pytest.raises(SystemExit):
+        Trainer.parse_args(["--reference_gap", "-1"])
+    assert "--reference_gap must be >= 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("per_frame", [False, True])
+def test_clip_loss_reads_the_given_reference_frame_for_warp_ref_only(per_frame):
+    img, label = clip()
+    eps = torch.randn(2, 4, 4, 16, 24)
+    for activation in ("warp_ref", "warp"):
+        torch.manual_seed(0)
+        model = VAE_Model(8, 4, 4, 8, output_activation=activation).eval()
+        torch.nn.init.normal_(model.Generator[-1].weight, std=0.1)
+        loss = lambda ref: model.clip_loss(img, label, 1.0, False, per_frame=per_frame, eps=eps, reference_frame=ref)[0]  # noqa: E731
+        assert torch.equal(loss(None), loss(img[:, 0].clone()))  # the default is the clip's first frame
+        assert torch.equal(loss(None), loss(torch.rand(2, 3, 16, 24))) == (activation == "warp")
