@@ -148,23 +148,29 @@ def run(args, pool, work_start):
     first = torch.from_numpy(test.frames[:, 0]).to(args.device).float() / 255
     labels = torch.from_numpy(test.labels).to(args.device).float() / 255
     seconds = {"model and data": time.time() - work_start}
+    gif_paths = [] if args.no_gif else [save_root / f"pred_seq{name}.gif" for name in test.sequence_names]
+    panels = ([gt] if gt is not None else []) + [test.labels]
+    writer = media.StreamWriter(pool, (S, T, *test.frames.shape[2:]), save_root / "submission.csv", gif_paths, panels,
+                                pinned=first.is_cuda)
+    writer.add(0, torch.from_numpy(test.frames[:, :1]))  # the given first frame, bit for bit
+    # a GPU rollout leaves the CPU idle: hand each chunk of sample 0 (rows s*K) to the writer as it is queued;
+    # on a CPU the writer's threads would slow the rollout down, so they get the frames afterwards
+    stream = (lambda start, frames: writer.add(start, media.quantize(frames[::K]))) if first.is_cuda else None
     with tqdm(total=S * K * (T - 1), desc="rollout", unit="frame", ncols=100, disable=None) as bar:
         with autocast(args.device, args.amp):
-            pred = model.rollout_samples(first, labels, args.seed, K, progress=bar,
+            pred = model.rollout_samples(first, labels, args.seed, K, progress=bar, on_chunk=stream,
                                          step=rollout_step(model, args.device, args.amp, args.cuda_graph, args.compile))
-    samples = media.to_uint8(pred)  # [S, K, T, 3, H, W] (to the host: waits for the GPU)
+    samples = media.quantize(pred)  # [S, K, T, 3, H, W], on the device
+    samples[:, :, 0] = torch.from_numpy(test.frames[:, None, 0]).to(samples.device)
+    if stream is None:
+        for start in range(1, T, 16):
+            writer.add(start, samples[:, 0, start:start + 16])
+    else:
+        torch.cuda.synchronize()  # the rollout's time, not its launches'
     seconds["rollout"] = time.time() - work_start - sum(seconds.values())
-    samples[:, :, 0] = test.frames[:, None, 0]
-    frames = samples[:, 0]  # row 0 of each sequence is the given first frame, bit for bit
-    jobs = [pool.submit(media.write_submission, frames, save_root / "submission.csv")]
-    if not args.no_gif:
-        for i, name in enumerate(test.sequence_names):
-            panels = [frames[i]] + ([gt[i]] if gt is not None else []) + [test.labels[i]]
-            jobs.append(pool.submit(media.write_gif, media.side_by_side(*panels), save_root / f"pred_seq{name}.gif"))
     if gt is not None:  # scored on the uint8 frames (sample 0 is what the CSV holds), the mean over the K samples
-        score(torch.from_numpy(samples).to(args.device).float() / 255, gt, test.sequence_names, save_root)
-    for job in jobs:
-        job.result()  # re-raises a writer's error here
+        score(samples.float() / 255, gt, test.sequence_names, save_root)
+    frames = writer.finish()  # rows and GIF frames were built while the rollout ran; this writes the files
     now = time.time()
     seconds["CSV, GIFs" + (" and scores" if gt is not None else "")] = now - work_start - sum(seconds.values())
     print(f"{S} sequences x {T} frames in {now - work_start:.1f} s (process {now - PROCESS_START:.1f} s; "

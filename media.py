@@ -8,9 +8,14 @@ import torch
 from PIL import Image
 
 
+def quantize(frames):
+    """Float images in [0,1] -> uint8 round(255*x), clipped, on the tensor's own device."""
+    return (frames.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
+
+
 def to_uint8(frames):
-    """Float images in [0,1] -> uint8 round(255*x), clipped; works on any [..., C, H, W] tensor."""
-    return (frames.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    """quantize(), as a numpy array on the host; works on any [..., C, H, W] tensor."""
+    return quantize(frames).cpu().numpy()
 
 
 def side_by_side(*videos):
@@ -18,14 +23,18 @@ def side_by_side(*videos):
     return np.concatenate([v.transpose(0, 2, 3, 1) for v in videos], axis=2)
 
 
+def gif_frame(frame_hwc, scale=2):
+    """One GIF frame: FASTOCTREE palette (PIL's default quantiser is ~20x slower), computed at the native
+    size (scale**2 fewer pixels), then the palette image enlarged."""
+    img = Image.fromarray(frame_hwc).quantize(colors=256, method=Image.Quantize.FASTOCTREE)
+    return img.resize((img.width * scale, img.height * scale), Image.NEAREST) if scale != 1 else img
+
+
 def write_gif(frames_thwc, path, fps=20, scale=2):
-    """Fast GIF: FASTOCTREE quantisation per frame (PIL's default quantiser is ~20x slower)."""
-    images = []
-    for f in frames_thwc:  # quantise at the native size (scale**2 fewer pixels), then enlarge the palette image
-        img = Image.fromarray(f).quantize(colors=256, method=Image.Quantize.FASTOCTREE)
-        if scale != 1:
-            img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-        images.append(img)
+    save_gif([gif_frame(f, scale) for f in frames_thwc], path, fps)
+
+
+def save_gif(images, path, fps=20):
     tmp = Path(path).with_name(Path(path).name + ".tmp.gif")
     images[0].save(tmp, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
     os.replace(tmp, path)
@@ -64,15 +73,80 @@ def submission_bytes(frames, rows_per_block=32):
     threads (numpy releases the GIL) and small enough to stay in cache: no per-cell Python."""
     S, T = frames.shape[:2]
     pixels = np.ascontiguousarray(frames).reshape(S * T, -1)
-    header = ("id," + ",".join(map(str, range(pixels.shape[1]))) + "\n").encode()
+    header = csv_header(pixels.shape[1])
     starts = range(0, len(pixels), rows_per_block)
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         blocks = pool.map(lambda s: _csv_rows(pixels[s:s + rows_per_block], s), starts)
         return header + b"".join(blocks)
 
 
+def csv_header(pixels):
+    return ("id," + ",".join(map(str, range(pixels))) + "\n").encode()
+
+
 def write_submission(frames, path):
+    write_atomic(submission_bytes(frames), path)
+
+
+def write_atomic(data, path):
     tmp = Path(path).with_name(Path(path).name + ".tmp")
     with open(tmp, "wb") as f:
-        f.write(submission_bytes(frames))
+        f.write(data)
     os.replace(tmp, path)
+
+
+class StreamWriter:
+    """The submission CSV and the GIFs, built chunk by chunk while a rollout runs. add() takes frames
+    start..start+n-1 of every sequence, uint8 [S, n, C, H, W] on any device; a CUDA chunk is copied
+    into pinned memory without waiting, and the pool's threads turn it into CSV rows and GIF frames
+    once it lands. So the CPU work of the Tester hides behind the GPU's rollout. finish() writes
+    files equal, byte for byte, to write_submission() and write_gif() of the whole video.
+    panels: uint8 videos [S, T, C, H, W] shown right of the prediction in each GIF (ground truth, poses)."""
+
+    def __init__(self, pool, shape, csv_path, gif_paths=(), panels=(), pinned=False):
+        self.pool, self.csv_path, self.gif_paths, self.panels = pool, csv_path, list(gif_paths), panels
+        self.frames = np.empty(shape, np.uint8)  # [S, T, C, H, W]: the whole prediction, once finished
+        # chunks land here packed in order (a contiguous slice of pinned memory stays pinned)
+        self.staging = torch.empty(self.frames.size, dtype=torch.uint8, pin_memory=pinned)
+        self.rows, self.gif_images = {}, [[None] * shape[1] for _ in self.gif_paths]
+        self.jobs, self.added = [], 0
+
+    def add(self, start, chunk):
+        S, n = chunk.shape[:2]
+        if (S, *chunk.shape[2:]) != (len(self.frames), *self.frames.shape[2:]) or start + n > self.frames.shape[1]:
+            raise ValueError(f"StreamWriter: a chunk of shape {tuple(chunk.shape)} at frame {start} does not fit "
+                             f"frames of shape {self.frames.shape}")
+        self.added += n
+        offset = S * start * self.frames[0, 0].size
+        host = self.staging[offset:offset + chunk.numel()].view(chunk.shape)
+        host.copy_(chunk, non_blocking=True)
+        landed = None
+        if chunk.is_cuda:
+            landed = torch.cuda.Event()
+            landed.record()
+        self.jobs.append(self.pool.submit(self._build, start, host, landed))
+
+    def _build(self, start, host, landed):
+        if landed is not None:
+            landed.synchronize()
+        chunk = host.numpy()
+        n, T = chunk.shape[1], self.frames.shape[1]
+        self.frames[:, start:start + n] = chunk
+        for s in range(len(chunk)):
+            self.rows[s, start] = _csv_rows(chunk[s].reshape(n, -1), s * T + start)
+        for s, images in enumerate(self.gif_images):
+            video = side_by_side(chunk[s], *(p[s, start:start + n] for p in self.panels))
+            images[start:start + n] = [gif_frame(f) for f in video]
+
+    def finish(self):
+        """Waits for every chunk (re-raising a thread's error), writes the files, returns the frames."""
+        for job in self.jobs:
+            job.result()
+        if self.added != self.frames.shape[1]:
+            raise RuntimeError(f"StreamWriter: {self.added} of {self.frames.shape[1]} frames were added")
+        writes = [self.pool.submit(save_gif, images, path) for images, path in zip(self.gif_images, self.gif_paths)]
+        body = b"".join(self.rows[key] for key in sorted(self.rows))
+        write_atomic(csv_header(self.frames[0, 0].size) + body, self.csv_path)
+        for job in writes:
+            job.result()
+        return self.frames

@@ -156,11 +156,13 @@ class VAE_Model(nn.Module):
     # -- rollout ----------------------------------------------------------------------------
 
     @torch.no_grad()
-    def rollout(self, first_frame, labels, noise, progress=None, step=None):
+    def rollout(self, first_frame, labels, noise, progress=None, step=None, on_chunk=None):
         """Autoregressive prediction from one frame: first_frame [B,3,H,W], labels [B,T,3,H,W]
         (label t is the pose of frame t), noise: a NoiseSource. Returns [B,T,3,H,W] in fp32, frame 0 =
         input. Frames go in chunks of noise.chunk through `step` (default rollout_chunk; a captured
-        CUDA graph of it on a GPU), which may reuse its output buffer: each chunk is copied out at once."""
+        CUDA graph of it on a GPU), which may reuse its output buffer: each chunk is copied out at once.
+        on_chunk(start, frames [B,n,3,H,W]) sees each chunk as soon as it is queued (the Tester writes
+        its files from it while the GPU computes the next chunks)."""
         step = step or self.rollout_chunk
         B, T = labels.shape[:2]
         out = torch.empty(B, T, *first_frame.shape[1:], device=first_frame.device)
@@ -171,17 +173,20 @@ class VAE_Model(nn.Module):
             frames = step(prev, labels[:, start:start + n], noise.next_chunk(), first_frame)  # z of a full chunk
             out[:, start:start + n] = frames[:, :n]
             prev = out[:, start + n - 1]
+            if on_chunk is not None:
+                on_chunk(start, out[:, start:start + n])
             if progress is not None:
                 progress.update(B * n)
         return out
 
-    def rollout_samples(self, first_frame, labels, seed, samples=1, progress=None, step=None):
+    def rollout_samples(self, first_frame, labels, seed, samples=1, progress=None, step=None, on_chunk=None):
         """`samples` rollouts of every sequence in one batch: [S, K, T, 3, H, W]. Sample k of sequence s
         draws from the generator of (seed, s, k), so it equals a rollout of that sample alone."""
         S, K = len(first_frame), samples
         noise = NoiseSource([(seed, s, k) for s in range(S) for k in range(K)], (self.N_dim, *first_frame.shape[-2:]),
                             first_frame.device)
-        pred = self.rollout(first_frame.repeat_interleave(K, 0), labels.repeat_interleave(K, 0), noise, progress, step)
+        pred = self.rollout(first_frame.repeat_interleave(K, 0), labels.repeat_interleave(K, 0), noise, progress, step,
+                            on_chunk)
         return pred.unflatten(0, (S, K))  # row s*K + k: sequence s, sample k
 
     def rollout_chunk(self, prev, labels, z, first_frame, next_frame=None):

@@ -1,5 +1,7 @@
 """GPU paths: the CUDA-graph rollout and training on CUDA. Skipped without a GPU; run on one by
 scripts/gpu_check.sh."""
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import torch
@@ -8,6 +10,7 @@ import Tester
 import Trainer
 from conftest import TINY
 from cuda_graphs import GraphedRollout
+from media import StreamWriter, submission_bytes
 from model import VAE_Model, autocast, rollout_noise
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -90,4 +93,17 @@ def test_trainer_and_tester_on_cuda(tiny_data, tmp_path, capfd):
     eager = Tester.main(["--ckpt_path", str(run / "last.ckpt"), "--DR", str(tiny_data), "--test_len", "10",
                          "--device", "cuda", "--no-cuda_graph", "--save_root", str(tmp_path / "t2"), "--no_gif"])
     assert np.abs(graphed.astype(int) - eager.astype(int)).max() <= 1  # uint8 frames, rounding at most
+    assert (tmp_path / "t1" / "submission.csv").read_bytes() == submission_bytes(graphed)  # streamed from the GPU
     assert "CUDA graph capture failed" not in capfd.readouterr().err  # the graph ran, not the fallback
+
+
+def test_stream_writer_waits_for_each_cuda_chunk_to_land(tmp_path):
+    video = torch.randint(0, 256, (3, 40, 3, 32, 64), dtype=torch.uint8, device="cuda")
+    with ThreadPoolExecutor(4) as pool:
+        writer = StreamWriter(pool, tuple(video.shape), tmp_path / "s.csv", pinned=True)
+        for start in range(0, 40, 16):
+            torch.cuda._sleep(10 ** 7)  # the GPU is still busy when the copy is queued: the thread must wait
+            writer.add(start, video[:, start:start + 16] + 0)
+        frames = writer.finish()
+    assert np.array_equal(frames, video.cpu().numpy())
+    assert (tmp_path / "s.csv").read_bytes() == submission_bytes(frames)

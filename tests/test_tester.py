@@ -1,5 +1,6 @@
 """Tester: batched rollouts, the submission CSV, GIFs, checkpoints it refuses."""
 import csv
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import Tester
 import Trainer
 from conftest import TINY, make_dataset
 from dataloader import DatasetError
-from media import submission_bytes, write_submission
+from media import StreamWriter, side_by_side, submission_bytes, write_gif, write_submission
 from model import NoiseSource, VAE_Model, rollout_noise
 
 
@@ -45,6 +46,40 @@ def test_csv_blocks_join_into_the_same_file():
     assert [line.split(",")[0] for line in whole.decode().splitlines()[1:]] == [str(r) for r in range(10)]
 
 
+def test_stream_writer_files_equal_the_whole_video_writers(tmp_path):
+    """Chunks of uneven length, built on 3 threads in any order, give the same bytes as writing at once."""
+    rng = np.random.default_rng(0)
+    video, poses = (rng.integers(0, 256, (2, 12, 3, 4, 6), dtype=np.uint8) for _ in range(2))
+    write_submission(video, tmp_path / "whole.csv")
+    for s in range(2):
+        write_gif(side_by_side(video[s], poses[s]), tmp_path / f"whole{s}.gif")
+    with ThreadPoolExecutor(3) as pool:
+        writer = StreamWriter(pool, video.shape, tmp_path / "s.csv", [tmp_path / "s0.gif", tmp_path / "s1.gif"], [poses])
+        for start, end in [(0, 1), (1, 6), (6, 11), (11, 12)]:
+            writer.add(start, torch.from_numpy(video[:, start:end]))
+        frames = writer.finish()
+    assert np.array_equal(frames, video)
+    assert (tmp_path / "s.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
+    for s in range(2):
+        assert (tmp_path / f"s{s}.gif").read_bytes() == (tmp_path / f"whole{s}.gif").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.csv", "s0.gif", "s1.gif", "whole.csv", "whole0.gif",
+                                                            "whole1.gif"]  # no temp files left
+
+
+def test_stream_writer_refuses_a_missing_frame_and_a_wrong_shape(tmp_path):
+    video = np.zeros((2, 5, 3, 4, 6), np.uint8)
+    with ThreadPoolExecutor(2) as pool:
+        writer = StreamWriter(pool, video.shape, tmp_path / "s.csv")
+        with pytest.raises(ValueError, match=r"shape \(3, 2, 3, 4, 6\) at frame 0 does not fit frames of shape \(2, 5"):
+            writer.add(0, torch.zeros(3, 2, 3, 4, 6, dtype=torch.uint8))
+        with pytest.raises(ValueError, match="at frame 4 does not fit"):
+            writer.add(4, torch.zeros(2, 2, 3, 4, 6, dtype=torch.uint8))  # frames 4 and 5 of 5
+        writer.add(0, torch.from_numpy(video[:, :4]))
+        with pytest.raises(RuntimeError, match="4 of 5 frames were added"):
+            writer.finish()
+    assert not (tmp_path / "s.csv").exists()
+
+
 def test_batched_rollout_equals_one_at_a_time():
     torch.manual_seed(0)
     model = VAE_Model(8, 4, 4, 8).eval()
@@ -76,6 +111,11 @@ def test_end_to_end_files_first_row_and_determinism(trained, tmp_path):
         given = decode(trained[0] / "test" / "test_img" / str(s) / "frame0.png", 32, 64)
         assert [int(v) for v in rows[1 + s * 10][1:]] == given.flatten().tolist()
     assert frames.shape == (3, 10, 3, 32, 64) and frames.dtype == np.uint8
+    assert (tmp_path / "a" / "submission.csv").read_bytes() == submission_bytes(frames)  # the streamed file
+    gt, labels = (np.stack([decode(trained[0] / "test" / d / "1" / f"frame{t}.png", 32, 64) for t in range(10)])
+                  for d in ("test_gt", "test_label"))
+    write_gif(side_by_side(frames[1], gt, labels), tmp_path / "seq1.gif")  # prediction | ground truth | pose
+    assert (tmp_path / "a" / "pred_seq1.gif").read_bytes() == (tmp_path / "seq1.gif").read_bytes()
     run_tester(trained, tmp_path / "b", "--no_gif")
     assert (tmp_path / "a" / "submission.csv").read_bytes() == (tmp_path / "b" / "submission.csv").read_bytes()
     assert not list((tmp_path / "b").glob("*.gif"))
