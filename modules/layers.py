@@ -3,7 +3,6 @@
 Attribute names and nn.Sequential layouts match the course code exactly, so that a
 course checkpoint's state_dict loads with strict=True.
 """
-import torch
 import torch.nn as nn
 
 

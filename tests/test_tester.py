@@ -8,7 +8,6 @@ import torch
 
 import checkpoint
 import Tester
-import Trainer
 from conftest import TINY, make_dataset
 from dataloader import DatasetError
 from media import StreamWriter, side_by_side, submission_bytes, write_gif, write_submission
