@@ -17,6 +17,7 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import checkpoint  # noqa: E402
+import distributed  # noqa: E402
 import media  # noqa: E402
 from cuda_graphs import rollout_step  # noqa: E402
 from dataloader import DatasetError, Dataset_Dance, load_test_gt  # noqa: E402
@@ -120,6 +121,12 @@ def score(pred, gt, names, save_root):
     return psnr
 
 
+def streams(device):
+    """Whether the writer gets each chunk of sample 0 (rows s*K) as soon as it is queued: a GPU rollout
+    leaves the CPU idle; on a CPU the writer's threads would slow the rollout down, so they wait for it."""
+    return device.type == "cuda"
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.eval_samples < 1:
@@ -137,6 +144,7 @@ def main(argv=None):
 
 
 def run(args, pool, work_start):
+    distributed.use_device(args.device)
     ckpt = checkpoint.load(args.ckpt_path)
     arch = architecture(args, ckpt)
     data = pool.submit(load_test_data, args, (arch.frame_H, arch.frame_W))  # decoding beside the model's setup
@@ -153,9 +161,7 @@ def run(args, pool, work_start):
     writer = media.StreamWriter(pool, (S, T, *test.frames.shape[2:]), save_root / "submission.csv", gif_paths, panels,
                                 pinned=first.is_cuda)
     writer.add(0, torch.from_numpy(test.frames[:, :1]))  # the given first frame, bit for bit
-    # a GPU rollout leaves the CPU idle: hand each chunk of sample 0 (rows s*K) to the writer as it is queued;
-    # on a CPU the writer's threads would slow the rollout down, so they get the frames afterwards
-    stream = (lambda start, frames: writer.add(start, media.quantize(frames[::K]))) if first.is_cuda else None
+    stream = (lambda start, frames: writer.add(start, media.quantize(frames[::K]))) if streams(first.device) else None
     with tqdm(total=S * K * (T - 1), desc="rollout", unit="frame", ncols=100, disable=None) as bar:
         with autocast(args.device, args.amp):
             pred = model.rollout_samples(first, labels, args.seed, K, progress=bar, on_chunk=stream,
@@ -165,8 +171,8 @@ def run(args, pool, work_start):
     if stream is None:
         for start in range(1, T, 16):
             writer.add(start, samples[:, 0, start:start + 16])
-    else:
-        torch.cuda.synchronize()  # the rollout's time, not its launches'
+    elif first.is_cuda:
+        torch.cuda.synchronize(first.device)  # the rollout's time, not its launches'
     seconds["rollout"] = time.time() - work_start - sum(seconds.values())
     if gt is not None:  # scored on the uint8 frames (sample 0 is what the CSV holds), the mean over the K samples
         score(samples.float() / 255, gt, test.sequence_names, save_root)

@@ -83,11 +83,19 @@ class Context:
         return self.device if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
+def use_device(device):
+    """Make cuda:N the current device: CUDA graphs, streams and events follow the current device."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+
+
 def setup(device):
     """Join the process group when torchrun started this process (WORLD_SIZE > 1): nccl on CUDA (one
     GPU per local rank), gloo on CPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
+        use_device(device)
         return Context(0, 1, device)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     device = torch.device(device)

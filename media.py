@@ -1,6 +1,7 @@
 """Writing predictions out: uint8 conversion, GIFs and the Kaggle submission CSV."""
 import os
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +36,8 @@ def write_gif(frames_thwc, path, fps=20, scale=2):
 
 
 def save_gif(images, path, fps=20):
-    tmp = Path(path).with_name(Path(path).name + ".tmp.gif")
-    images[0].save(tmp, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
-    os.replace(tmp, path)
+    with atomic(path, ".tmp.gif") as tmp:
+        images[0].save(tmp, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
 
 
 def _cell_table(separator):
@@ -89,9 +89,20 @@ def write_submission(frames, path):
 
 
 def write_atomic(data, path):
-    tmp = Path(path).with_name(Path(path).name + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic(path) as tmp, open(tmp, "wb") as f:
         f.write(data)
+
+
+@contextmanager
+def atomic(path, suffix=".tmp"):
+    """Yields a temporary path beside `path`, renamed onto it at the end; removed on an error, so a
+    failed write leaves whatever was at `path` before."""
+    tmp = Path(path).with_name(Path(path).name + suffix)
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
 
 
@@ -109,22 +120,33 @@ class StreamWriter:
         # chunks land here packed in order (a contiguous slice of pinned memory stays pinned)
         self.staging = torch.empty(self.frames.size, dtype=torch.uint8, pin_memory=pinned)
         self.rows, self.gif_images = {}, [[None] * shape[1] for _ in self.gif_paths]
-        self.jobs, self.added = [], 0
+        self.jobs, self.added = [], np.zeros(shape[1], bool)
 
     def add(self, start, chunk):
         S, n = chunk.shape[:2]
-        if (S, *chunk.shape[2:]) != (len(self.frames), *self.frames.shape[2:]) or start + n > self.frames.shape[1]:
+        T = self.frames.shape[1]
+        if chunk.dtype != torch.uint8:
+            raise ValueError(f"StreamWriter: chunks must be uint8, got {chunk.dtype}")
+        if (S, *chunk.shape[2:]) != (len(self.frames), *self.frames.shape[2:]) or not 0 <= start <= start + n <= T:
             raise ValueError(f"StreamWriter: a chunk of shape {tuple(chunk.shape)} at frame {start} does not fit "
                              f"frames of shape {self.frames.shape}")
-        self.added += n
+        if self.added[start:start + n].any():
+            raise ValueError(f"StreamWriter: frames {start}..{start + n - 1} overlap frames already added")
+        self.raise_first_error()  # a failed chunk stops the rollout, not only finish()
         offset = S * start * self.frames[0, 0].size
         host = self.staging[offset:offset + chunk.numel()].view(chunk.shape)
-        host.copy_(chunk, non_blocking=True)
+        host.copy_(chunk, non_blocking=True)  # queued on chunk's device's current stream
         landed = None
-        if chunk.is_cuda:
-            landed = torch.cuda.Event()
-            landed.record()
+        if chunk.is_cuda:  # blocking: the waiting thread sleeps instead of spinning on a core
+            landed = torch.cuda.Event(blocking=True)
+            landed.record(torch.cuda.current_stream(chunk.device))
+        self.added[start:start + n] = True
         self.jobs.append(self.pool.submit(self._build, start, host, landed))
+
+    def raise_first_error(self):
+        for job in self.jobs:
+            if job.done() and job.exception() is not None:
+                raise job.exception()
 
     def _build(self, start, host, landed):
         if landed is not None:
@@ -142,11 +164,15 @@ class StreamWriter:
         """Waits for every chunk (re-raising a thread's error), writes the files, returns the frames."""
         for job in self.jobs:
             job.result()
-        if self.added != self.frames.shape[1]:
-            raise RuntimeError(f"StreamWriter: {self.added} of {self.frames.shape[1]} frames were added")
+        if not self.added.all():
+            raise RuntimeError(f"StreamWriter: {self.added.sum()} of {len(self.added)} frames were added")
         writes = [self.pool.submit(save_gif, images, path) for images, path in zip(self.gif_images, self.gif_paths)]
-        body = b"".join(self.rows[key] for key in sorted(self.rows))
-        write_atomic(csv_header(self.frames[0, 0].size) + body, self.csv_path)
+        try:
+            body = b"".join(self.rows[key] for key in sorted(self.rows))
+            write_atomic(csv_header(self.frames[0, 0].size) + body, self.csv_path)
+        finally:  # an error is raised once the GIF writers are done, not while they still write
+            for job in writes:
+                job.exception()
         for job in writes:
             job.result()
         return self.frames

@@ -99,7 +99,9 @@ def test_trainer_and_tester_on_cuda(tiny_data, tmp_path, capfd):
 
 def test_stream_writer_waits_for_each_cuda_chunk_to_land(tmp_path):
     video = torch.randint(0, 256, (3, 40, 3, 32, 64), dtype=torch.uint8, device="cuda")
-    with ThreadPoolExecutor(4) as pool:
+    side = torch.cuda.Stream()  # the copy and its event go on the chunk's current stream, whichever that is
+    with ThreadPoolExecutor(4) as pool, torch.cuda.stream(side):
+        side.wait_stream(torch.cuda.default_stream())
         writer = StreamWriter(pool, tuple(video.shape), tmp_path / "s.csv", pinned=True)
         for start in range(0, 40, 16):
             torch.cuda._sleep(10 ** 7)  # the GPU is still busy when the copy is queued: the thread must wait

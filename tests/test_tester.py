@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import checkpoint
+import media
 import Tester
 from conftest import TINY, make_dataset
 from dataloader import DatasetError
@@ -65,18 +66,63 @@ def test_stream_writer_files_equal_the_whole_video_writers(tmp_path):
                                                             "whole1.gif"]  # no temp files left
 
 
-def test_stream_writer_refuses_a_missing_frame_and_a_wrong_shape(tmp_path):
+def test_stream_writer_refuses_bad_chunks_and_a_missing_frame(tmp_path):
     video = np.zeros((2, 5, 3, 4, 6), np.uint8)
+    chunk = lambda n: torch.zeros(2, n, 3, 4, 6, dtype=torch.uint8)  # noqa: E731
     with ThreadPoolExecutor(2) as pool:
         writer = StreamWriter(pool, video.shape, tmp_path / "s.csv")
         with pytest.raises(ValueError, match=r"shape \(3, 2, 3, 4, 6\) at frame 0 does not fit frames of shape \(2, 5"):
             writer.add(0, torch.zeros(3, 2, 3, 4, 6, dtype=torch.uint8))
         with pytest.raises(ValueError, match="at frame 4 does not fit"):
-            writer.add(4, torch.zeros(2, 2, 3, 4, 6, dtype=torch.uint8))  # frames 4 and 5 of 5
-        writer.add(0, torch.from_numpy(video[:, :4]))
+            writer.add(4, chunk(2))  # frames 4 and 5 of 5
+        with pytest.raises(ValueError, match="at frame -1 does not fit"):
+            writer.add(-1, chunk(1))
+        with pytest.raises(ValueError, match="chunks must be uint8, got torch.float32"):
+            writer.add(0, torch.zeros(2, 1, 3, 4, 6))
+        writer.add(0, chunk(3))
+        with pytest.raises(ValueError, match=r"frames 2..3 overlap frames already added"):
+            writer.add(2, chunk(2))
+        writer.add(3, chunk(1))
         with pytest.raises(RuntimeError, match="4 of 5 frames were added"):
             writer.finish()
-    assert not (tmp_path / "s.csv").exists()
+    assert not list(tmp_path.iterdir())
+
+
+def test_stream_writer_error_in_a_thread_is_raised_and_writes_nothing(tmp_path, monkeypatch):
+    def broken(frame):
+        raise OSError("quantiser broke")
+    monkeypatch.setattr(media, "gif_frame", broken)
+    video = torch.zeros(1, 4, 3, 4, 6, dtype=torch.uint8)
+    with ThreadPoolExecutor(1) as pool:
+        writer = StreamWriter(pool, tuple(video.shape), tmp_path / "s.csv", [tmp_path / "s.gif"])
+        writer.add(0, video[:, :2])
+        writer.jobs[0].exception()  # let the thread fail
+        with pytest.raises(OSError, match="quantiser broke"):
+            writer.add(2, video[:, 2:])  # the next chunk reports it: the rollout stops early
+        with pytest.raises(OSError, match="quantiser broke"):
+            writer.finish()
+    assert not list(tmp_path.iterdir())
+
+
+def test_streamed_tester_with_k_samples_writes_sample_0(trained, tmp_path, monkeypatch):
+    """The GPU's path (chunks handed over during the rollout), taken on CPU: the same files."""
+    plain = run_tester(trained, tmp_path / "plain", "--eval_samples", "2")
+    monkeypatch.setattr(Tester, "streams", lambda device: True)
+    streamed = run_tester(trained, tmp_path / "streamed", "--eval_samples", "2")
+    assert np.array_equal(plain, streamed)
+    for name in ["submission.csv", "pred_seq0.gif", "pred_seq2.gif"]:
+        assert (tmp_path / "plain" / name).read_bytes() == (tmp_path / "streamed" / name).read_bytes()
+
+
+def test_rollout_hands_each_chunk_to_on_chunk():
+    model = VAE_Model(8, 4, 4, 8, output_activation="residual").eval()
+    torch.nn.init.normal_(model.Generator[-1].weight, std=0.1)
+    g = torch.Generator().manual_seed(0)
+    first, labels = torch.rand(2, 3, 16, 24, generator=g), torch.rand(2, 40, 3, 16, 24, generator=g)
+    seen = []
+    pred = model.rollout_samples(first, labels, 1, samples=2, on_chunk=lambda start, f: seen.append((start, f[::2].clone())))
+    assert [start for start, _ in seen] == [1, 17, 33] and [f.shape[1] for _, f in seen] == [16, 16, 7]
+    assert torch.equal(torch.cat([f for _, f in seen], 1), pred[:, 0, 1:])  # rows s*K: sample 0
 
 
 def test_batched_rollout_equals_one_at_a_time():
