@@ -7,7 +7,7 @@ set -eu
 OUT=${1:-runs/prior_study}; shift || true
 for prior in fixed learned; do
   for kl in Cyclical Monotonic None; do
-    python Trainer.py --preset quick --output_activation residual --tfr 0.5 --train_vi_len 8 --no-detach_prev --num_epoch 3 --partial 0.25 --kl_anneal_cycle 2 --eval_samples 3 \
+    python Trainer.py --preset quick --batch_size 4 --ema 0 --output_activation residual --tfr 0.5 --train_vi_len 8 --no-detach_prev --num_epoch 3 --partial 0.25 --kl_anneal_cycle 2 --eval_samples 3 \
         --gif_every 0 --prior "$prior" --kl_anneal_type "$kl" --save_root "$OUT/${prior}_${kl}" "$@"
   done
 done
