@@ -30,7 +30,7 @@ import checkpoint
 import distributed
 import media
 import plotting
-from cuda_graphs import rollout_step
+from cuda_graphs import GraphedClipLoss, rollout_step
 from dataloader import DatasetError, Dataset_Dance
 from ema import EMA
 from metrics import copy_first_frame_psnr, psnr_per_frame, sample_summary, ssim
@@ -59,7 +59,8 @@ PRESETS = {
 
 # Not inherited from a checkpoint on resume: they describe this invocation, not the run.
 PER_INVOCATION = {"ckpt_path", "num_epoch", "device", "gpu", "num_workers", "test", "save_root",
-                  "store_visualization", "amp", "cuda_graph", "max_minutes", "channels_last", "sync_bn"}
+                  "store_visualization", "amp", "cuda_graph", "cuda_graph_train", "max_minutes", "channels_last",
+                  "sync_bn"}
 
 HISTORY_FIELDS = ["epoch", "train_loss", "train_mse", "train_kl", "beta", "tfr", "lr", "bad_steps",
                   "val_mse", "val_psnr", "copy_psnr", "val_ssim", "val_psnr_best", "val_ssim_best", "seconds", "minutes"]
@@ -121,6 +122,9 @@ def build_parser():
     a("--amp", action=argparse.BooleanOptionalAction, default=False, help="bf16 autocast for training and validation (GPU)")
     a("--cuda_graph", action=argparse.BooleanOptionalAction, default=True,
       help="replay the validation rollout as a captured CUDA graph (CUDA only)")
+    a("--cuda_graph_train", action=argparse.BooleanOptionalAction, default=False,
+      help="experimental, not yet measured: replay each training clip's forward and backward as CUDA graphs "
+      "(CUDA, one process)")
     a("--channels_last", action=argparse.BooleanOptionalAction, default=True,
       help="channels-last memory format on CUDA (about 18%% faster training on an H200)")
     a("--sync_bn", action=argparse.BooleanOptionalAction, default=True,
@@ -312,8 +316,11 @@ def train_one_epoch(model, optimizer, sampler, args, run, epoch, stop, ctx=None,
         # noise for the whole global batch from the RNG every rank shares; this rank takes its rows
         eps = torch.randn(B * ctx.world, T - 1, model.N_dim, *img.shape[-2:], device=img.device)[ctx.rank * B:(ctx.rank + 1) * B]
         with autocast(img.device, args.amp):
-            loss, mse, kl, _ = net(img, label, beta, teacher_forcing, args.detach_prev, args.per_frame, eps=eps,
-                                   reference_frame=reference)
+            if run["graphed"] is not None:  # --cuda_graph_train: the same loss, forward and backward replayed
+                loss, mse, kl = run["graphed"](img, label, beta, teacher_forcing, eps, reference)
+            else:
+                loss, mse, kl, _ = net(img, label, beta, teacher_forcing, args.detach_prev, args.per_frame, eps=eps,
+                                       reference_frame=reference)
         optimizer.zero_grad(set_to_none=True)
         if ctx.active or torch.isfinite(loss):  # under DDP every rank joins the gradient all-reduce
             loss.backward()
@@ -479,7 +486,7 @@ def make_optimizer(model, args, device):
 
 def new_run(args):
     """The state that evolves over epochs besides weights and optimizer."""
-    return {"tfr": args.tfr, "best_psnr": -math.inf, "bad_in_a_row": 0, "in_epoch": None, "ema": None,
+    return {"tfr": args.tfr, "best_psnr": -math.inf, "bad_in_a_row": 0, "in_epoch": None, "ema": None, "graphed": None,
             "annealer": kl_annealing(args.kl_anneal_type, args.kl_anneal_cycle, args.kl_anneal_ratio)}
 
 
@@ -551,6 +558,8 @@ def train(args, ctx):
     model, net = distributed.wrap(model, ctx, args.sync_bn)
     optimizer = make_optimizer(model, args, device)
     run, start_epoch = restore_run(model, optimizer, ckpt, args, log) if ckpt else (new_run(args), 0)
+    if args.cuda_graph_train and device.type == "cuda" and not ctx.active:
+        run["graphed"] = GraphedClipLoss(model, args.amp, args.detach_prev, args.per_frame)
     if args.ema and not args.test:
         run["ema"] = EMA(model, args.ema)
         if ckpt is not None and "train_state_dict" in ckpt:

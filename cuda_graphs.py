@@ -83,3 +83,58 @@ class GraphedRollout:
         with torch.cuda.graph(g.graph), self.autocast():
             g.out = self.model.rollout_chunk(g.prev, g.labels, g.z, g.first, self.next_frame)
         return g
+
+
+class ClipLoss(torch.nn.Module):
+    """model.clip_loss with its flags fixed, tensors in and tensors out: the form make_graphed_callables takes."""
+
+    def __init__(self, model, teacher_forcing, detach_prev, per_frame):
+        super().__init__()
+        self.model, self.teacher_forcing, self.detach_prev, self.per_frame = model, teacher_forcing, detach_prev, per_frame
+
+    def forward(self, img, label, beta, eps, *reference):
+        loss, mse, kl, _ = self.model.clip_loss(img, label, beta, self.teacher_forcing, self.detach_prev, self.per_frame,
+                                                eps=eps, reference_frame=reference[0] if reference else None)
+        return loss, mse, kl
+
+
+class GraphedClipLoss:
+    """Training's forward and backward of one clip, each replayed as one CUDA graph
+    (torch.cuda.make_graphed_callables). A free-running clip is a chain of T-1 decoder steps, thousands
+    of small kernels that Python launches slower than the GPU runs them at small batches. The optimizer
+    step, clipping and EMA stay eager (a few fused kernels), so the training loop is unchanged.
+
+    One capture per (teacher forcing, shapes, reference or not), on the first batch of that kind. The
+    capture's warm-up passes would move BatchNorm's running statistics: they are restored, so capturing
+    changes nothing. A failed capture warns once and trains eagerly."""
+
+    def __init__(self, model, amp, detach_prev, per_frame):
+        self.model, self.amp, self.detach_prev, self.per_frame = model, amp, detach_prev, per_frame
+        self.graphs, self.failed = {}, False
+
+    def __call__(self, img, label, beta, teacher_forcing, eps, reference=None):
+        """(loss, mse, kl) of one clip, as model.clip_loss(..., eps=eps, reference_frame=reference)."""
+        args = (img, label, torch.full((), float(beta), device=img.device), eps) + (() if reference is None else (reference,))
+        if not self.failed:
+            key = (teacher_forcing, *(tuple(a.shape) for a in args))
+            if key not in self.graphs:
+                try:
+                    self.graphs[key] = self.capture(teacher_forcing, args)
+                except Exception as e:  # a slower run beats a lost one: say so once, go on eagerly
+                    print(f"warning: CUDA graph capture of the training step failed ({str(e).splitlines()[0]}); "
+                          f"training eagerly (drop --cuda_graph_train)", file=sys.stderr)
+                    self.failed = True
+            if not self.failed:
+                return self.graphs[key](*args)
+        return ClipLoss(self.model, teacher_forcing, self.detach_prev, self.per_frame)(*args)
+
+    def capture(self, teacher_forcing, args):
+        module = ClipLoss(self.model, teacher_forcing, self.detach_prev, self.per_frame)
+        saved = [b.clone() for b in self.model.buffers()]
+        try:  # the autocast cache must be off while capturing (see GraphedRollout.autocast)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp, cache_enabled=False):
+                return torch.cuda.make_graphed_callables(module, args, allow_unused_input=True)  # e.g. an unused prior
+        finally:
+            with torch.no_grad():
+                for buffer, value in zip(self.model.buffers(), saved):
+                    buffer.copy_(value)

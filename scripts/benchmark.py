@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import Trainer  # noqa: E402
 from dataloader import Dataset_Dance, decode, paired_files  # noqa: E402
 import checkpoint  # noqa: E402
-from cuda_graphs import rollout_step  # noqa: E402
+from cuda_graphs import GraphedClipLoss, rollout_step  # noqa: E402
 from metrics import psnr_per_frame  # noqa: E402
 from model import VAE_Model, autocast, rollout_noise  # noqa: E402
 
@@ -62,14 +62,19 @@ def peak_mb(device):
     return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
 
 
-def train_fps(model, batches, device, per_frame, amp, steps):
-    """Frames per second of training steps (optimizer included), after 3 warm-up steps."""
+def train_fps(model, batches, device, per_frame, amp, steps, teacher_forcing=True, graphed=False):
+    """Frames per second of training steps (optimizer included), after 3 warm-up steps. Teacher forcing
+    runs the clip in parallel over time; without it (the recipe) the decoder is a chain over the frames.
+    graphed: forward and backward replayed as CUDA graphs (Trainer --cuda_graph_train)."""
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True if device.type == "cuda" and not per_frame else None)
+    loss_fn = GraphedClipLoss(model, amp, True, per_frame) if graphed else (
+        lambda img, label, beta, tf, eps: model.clip_loss(img, label, beta, tf, True, per_frame, eps=eps)[:3])
 
     def step():
         img, label = next(batches)
+        eps = torch.randn(img.shape[0], img.shape[1] - 1, model.N_dim, *img.shape[-2:], device=device)
         with autocast(device, amp):
-            loss, *_ = model.clip_loss(img, label, 1.0, True, per_frame=per_frame)
+            loss, *_ = loss_fn(img, label, 1.0, teacher_forcing, eps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -178,6 +183,18 @@ def main(argv=None):
         model, cached_batches(sampler, best_batch[0], args.seed), device, False, amp, max(args.steps // 2, 3))
     model.to(memory_format=torch.contiguous_format)
     figures["epoch_seconds_course_data_batch2"] = 23410 / fast
+    if device.type == "cuda":  # --cuda_graph_train against the eager fast path, with and without teacher forcing
+        for b in (2, 8):  # the course's batch and the recipe's
+            for tf in (True, False):
+                name = f"train_fps_batch{b}_{'teacher_forced' if tf else 'free_running'}"
+                try:
+                    batches = cached_batches(sampler, b, args.seed)
+                    eager_fps, _ = train_fps(model, batches, device, False, amp, args.steps, tf)
+                    graph_fps, graph_mem = train_fps(model, batches, device, False, amp, args.steps, tf, graphed=True)
+                    figures[f"{name}_eager"], figures[f"{name}_graphed"] = eager_fps, graph_fps
+                    figures[f"{name}_graphed_peak_mb"], figures[f"{name}_graph_ratio"] = graph_mem, graph_fps / eager_fps
+                except Exception as e:  # a measurement, not a requirement: report and go on
+                    figures[f"{name}_graphed_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
 
     model.eval()
     T, S = args.rollout_len, args.sequences
@@ -236,7 +253,8 @@ def main(argv=None):
         print(f"{name}_ratio: {r:.2f}")
     print(f"course epoch (23,410 frames, batch 2) extrapolated: {figures['epoch_seconds_course_data_batch2']:.0f} s")
     print("other figures: " + ", ".join(f"{k} {v:.1f}" for k, v in figures.items()
-                                         if isinstance(v, float) and ("channels_last" in k or "seconds" in k or k.startswith(("val_psnr", "train_fps_fast")))))
+                                         if isinstance(v, float) and ("channels_last" in k or "seconds" in k
+                                                                      or k.startswith(("val_psnr", "train_fps_")))))
     for k, v in figures.items():
         if k.endswith("_error"):
             print(f"{k}: {v}")

@@ -28,7 +28,8 @@ run() {  # name, flags...
   echo "$name exit $?" >> "$R/exits.txt"
 }
 # RUNS: "name:flags" entries separated by ';' run side by side on the GPU (the default: one run alone)
-RUNS=${RUNS:-"recommended:--preset recommended"}  # the warp recipe (the sigmoid one: --output_activation sigmoid --tfr 0.5 --no-detach_prev)
+# the warp recipe, its training steps replayed as CUDA graphs (the sigmoid one: --output_activation sigmoid --tfr 0.5 --no-detach_prev)
+RUNS=${RUNS:-"recommended:--preset recommended --cuda_graph_train"}
 NAMES=""
 IFS=';' read -ra SPECS <<< "$RUNS"
 for spec in "${SPECS[@]}"; do
@@ -38,6 +39,7 @@ for spec in "${SPECS[@]}"; do
 done
 wait
 cat "$R/exits.txt"
+grep -h "warning" "$R"/*.log | sort | uniq -c  # e.g. a capture that failed and fell back to eager
 $PY - "$R" $NAMES <<'PYEOF'
 import csv, sys
 root = sys.argv[1]

@@ -41,6 +41,24 @@ def test_every_frame_reaches_the_loss(per_frame, teacher_forcing):
     assert loss.item() == pytest.approx(mse.item() + kl.item(), rel=1e-6)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the fallback: capture needs CUDA, so on CPU it fails")
+def test_graphed_clip_loss_falls_back_to_the_eager_loss_and_says_so(capfd):
+    from cuda_graphs import GraphedClipLoss
+    model = VAE_Model(8, 4, 4, 8, output_activation="warp_ref")
+    img, label = clip()
+    eps, reference = torch.randn(2, 4, 4, 16, 24), torch.rand(2, 3, 16, 24)
+    buffers = [b.clone() for b in model.buffers()]
+    graphed = GraphedClipLoss(model, amp=False, detach_prev=True, per_frame=False)
+    got = graphed(img, label, 0.5, False, eps, reference)
+    assert graphed.failed and "capture of the training step failed" in capfd.readouterr().err
+    for b, before in zip(model.buffers(), buffers):  # one eager pass: BatchNorm moved once, as without the graph
+        b.copy_(before)
+    want = model.clip_loss(img, label, 0.5, False, detach_prev=True, eps=eps, reference_frame=reference)[:3]
+    assert all(torch.equal(x, y) for x, y in zip(got, want))
+    graphed(img, label, 0.5, True, eps)  # no second warning
+    assert "failed" not in capfd.readouterr().err
+
+
 @pytest.mark.parametrize("activation,prior", [("sigmoid", "fixed"), ("residual", "fixed"), ("sigmoid", "learned"),
                                               ("warp", "fixed"), ("warp_ref", "fixed"), ("warp_ref", "learned")])
 @pytest.mark.parametrize("teacher_forcing", [True, False])
