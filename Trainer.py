@@ -560,6 +560,8 @@ def train(args, ctx):
     run, start_epoch = restore_run(model, optimizer, ckpt, args, log) if ckpt else (new_run(args), 0)
     if args.cuda_graph_train and device.type == "cuda" and not ctx.active:
         run["graphed"] = GraphedClipLoss(model, args.amp, args.detach_prev, args.per_frame)
+    elif args.cuda_graph_train and not args.test:
+        log("--cuda_graph_train needs CUDA and one process: training eagerly")
     if args.ema and not args.test:
         run["ema"] = EMA(model, args.ema)
         if ckpt is not None and "train_state_dict" in ckpt:
@@ -567,6 +569,7 @@ def train(args, ctx):
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {n_params:,} parameters | device {device}" + (f" x {ctx.world} processes" if ctx.active else "")
         + (f" | validating an EMA of the weights (decay {args.ema:g})" if run["ema"] is not None else "")
+        + (" | training steps replayed as CUDA graphs" if run["graphed"] is not None else "")
         + f" | train {len(train_set.frames)} frames ({len(train_set)} clips of {args.train_vi_len}) "
         f"| val {len(val_set)} x {args.val_vi_len} frames")
     with contextlib.ExitStack() as stack:

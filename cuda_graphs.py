@@ -18,6 +18,10 @@ from types import SimpleNamespace
 import torch
 
 
+def first_line(error):
+    return (str(error).splitlines() or [type(error).__name__])[0]
+
+
 def rollout_step(model, device, amp, enabled=True, compile=False):
     """The fastest rollout step on this device: a GraphedRollout on CUDA, else the eager chunk."""
     if enabled and torch.device(device).type == "cuda":
@@ -55,7 +59,7 @@ class GraphedRollout:
             try:
                 self.graphs[key] = self.capture(prev, labels, z, first_frame)
             except Exception as e:  # a slower rollout beats a lost run: say so once, go on eagerly
-                print(f"warning: CUDA graph capture failed ({str(e).splitlines()[0]}); rolling out eagerly "
+                print(f"warning: CUDA graph capture failed ({first_line(e)}); rolling out eagerly "
                       f"(--no-cuda_graph silences this)", file=sys.stderr)
                 self.failed = True
                 return self.eager(prev, labels, z, first_frame)
@@ -104,9 +108,13 @@ class GraphedClipLoss:
     of small kernels that Python launches slower than the GPU runs them at small batches. The optimizer
     step, clipping and EMA stay eager (a few fused kernels), so the training loop is unchanged.
 
-    One capture per (teacher forcing, shapes, reference or not), on the first batch of that kind. The
-    capture's warm-up passes would move BatchNorm's running statistics: they are restored, so capturing
-    changes nothing. A failed capture warns once and trains eagerly."""
+    One capture per (teacher forcing, shapes, reference or not), on copies of the first batch of that
+    kind. The capture's warm-up passes would move BatchNorm's running statistics: they are restored, so
+    capturing changes nothing. A failed capture warns once and trains eagerly.
+
+    The parameters' .grad come back as the graph's own gradient buffers, overwritten by the next
+    replay: zero the gradients with set_to_none=True before each backward and step after one backward
+    (what Trainer does); accumulating gradients over several clips would need a copy."""
 
     def __init__(self, model, amp, detach_prev, per_frame):
         self.model, self.amp, self.detach_prev, self.per_frame = model, amp, detach_prev, per_frame
@@ -114,6 +122,8 @@ class GraphedClipLoss:
 
     def __call__(self, img, label, beta, teacher_forcing, eps, reference=None):
         """(loss, mse, kl) of one clip, as model.clip_loss(..., eps=eps, reference_frame=reference)."""
+        if not self.model.training:
+            raise RuntimeError("GraphedClipLoss replays train mode: call model.train() first")
         args = (img, label, torch.full((), float(beta), device=img.device), eps) + (() if reference is None else (reference,))
         if not self.failed:
             key = (teacher_forcing, *(tuple(a.shape) for a in args))
@@ -121,7 +131,7 @@ class GraphedClipLoss:
                 try:
                     self.graphs[key] = self.capture(teacher_forcing, args)
                 except Exception as e:  # a slower run beats a lost one: say so once, go on eagerly
-                    print(f"warning: CUDA graph capture of the training step failed ({str(e).splitlines()[0]}); "
+                    print(f"warning: CUDA graph capture of the training step failed ({first_line(e)}); "
                           f"training eagerly (drop --cuda_graph_train)", file=sys.stderr)
                     self.failed = True
             if not self.failed:
@@ -131,9 +141,10 @@ class GraphedClipLoss:
     def capture(self, teacher_forcing, args):
         module = ClipLoss(self.model, teacher_forcing, self.detach_prev, self.per_frame)
         saved = [b.clone() for b in self.model.buffers()]
+        inputs = tuple(a.clone() for a in args)  # the graph's own input buffers: never the caller's tensors
         try:  # the autocast cache must be off while capturing (see GraphedRollout.autocast)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp, cache_enabled=False):
-                return torch.cuda.make_graphed_callables(module, args, allow_unused_input=True)  # e.g. an unused prior
+                return torch.cuda.make_graphed_callables(module, inputs, allow_unused_input=True)  # e.g. an unused prior
         finally:
             with torch.no_grad():
                 for buffer, value in zip(self.model.buffers(), saved):

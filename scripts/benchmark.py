@@ -9,6 +9,7 @@ Prints a table and one `ratio` line per figure (fast / plain). With --ckpt_path 
 validation rollout of that trained model both ways (plain fp32 against fast), the check that bf16
 costs under 0.3 dB. Timing only: no assertion. On CPU with tiny dims it checks that everything runs.
 """
+import gc
 import json
 import sys
 import time
@@ -21,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import Trainer  # noqa: E402
 from dataloader import Dataset_Dance, decode, paired_files  # noqa: E402
 import checkpoint  # noqa: E402
-from cuda_graphs import GraphedClipLoss, rollout_step  # noqa: E402
+from cuda_graphs import GraphedClipLoss, first_line, rollout_step  # noqa: E402
 from metrics import psnr_per_frame  # noqa: E402
 from model import VAE_Model, autocast, rollout_noise  # noqa: E402
 
@@ -89,6 +90,8 @@ def train_fps(model, batches, device, per_frame, amp, steps, teacher_forcing=Tru
     for _ in range(steps):
         frames += step()
     sync(device)
+    if graphed and loss_fn.failed:
+        raise RuntimeError("the capture failed and it trained eagerly")
     return frames / (time.perf_counter() - t), peak_mb(device)
 
 
@@ -183,7 +186,8 @@ def main(argv=None):
         model, cached_batches(sampler, best_batch[0], args.seed), device, False, amp, max(args.steps // 2, 3))
     model.to(memory_format=torch.contiguous_format)
     figures["epoch_seconds_course_data_batch2"] = 23410 / fast
-    if device.type == "cuda":  # --cuda_graph_train against the eager fast path, with and without teacher forcing
+    if device.type == "cuda":  # --cuda_graph_train against the eager fast path, with and without teacher forcing,
+        model.to(memory_format=torch.channels_last)  # as the Trainer runs on CUDA
         for b in (2, 8):  # the course's batch and the recipe's
             for tf in (True, False):
                 name = f"train_fps_batch{b}_{'teacher_forced' if tf else 'free_running'}"
@@ -194,7 +198,10 @@ def main(argv=None):
                     figures[f"{name}_eager"], figures[f"{name}_graphed"] = eager_fps, graph_fps
                     figures[f"{name}_graphed_peak_mb"], figures[f"{name}_graph_ratio"] = graph_mem, graph_fps / eager_fps
                 except Exception as e:  # a measurement, not a requirement: report and go on
-                    figures[f"{name}_graphed_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+                    figures[f"{name}_graphed_error"] = f"{type(e).__name__}: {first_line(e)[:200]}"
+                gc.collect()  # the last configuration's graphs and their memory pools, before the next one's peak
+                torch.cuda.empty_cache()
+        model.to(memory_format=torch.contiguous_format)
 
     model.eval()
     T, S = args.rollout_len, args.sequences
@@ -239,7 +246,7 @@ def main(argv=None):
                     raise RuntimeError("the capture failed and it rolled out eagerly")
                 figures[f"rollout_seconds_{S}seq_fast_compiled_{name}"] = timed(compiled_rollout, device)
             except Exception as e:  # a measurement, not a requirement: report and go on
-                figures[f"rollout_compiled_{name}_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+                figures[f"rollout_compiled_{name}_error"] = f"{type(e).__name__}: {first_line(e)[:200]}"
     fastest = min(v for k, v in figures.items() if k.startswith(f"rollout_seconds_{S}seq_fast"))
     figures[f"rollout_seconds_{S}seq_fastest"] = fastest
     figures[f"rollout_{S}seq_fastest_ratio"] = figures[f"rollout_seconds_{S}seq_plain"] / fastest

@@ -276,9 +276,10 @@ def test_course_flags_and_defaults():
 
 # -- the program ----------------------------------------------------------------------------
 
-def test_end_to_end_writes_every_output(tiny_data, tmp_path):
+def test_end_to_end_writes_every_output(tiny_data, tmp_path, capsys):
     out = tmp_path / "run"
-    Trainer.main(run_args(tiny_data, out, "--num_epoch", "2", "--per_save", "1", "--gif_every", "1"))
+    Trainer.main(run_args(tiny_data, out, "--num_epoch", "2", "--per_save", "1", "--gif_every", "1", "--cuda_graph_train"))
+    assert "--cuda_graph_train needs CUDA and one process: training eagerly" in capsys.readouterr().out  # on CPU
     for name in ("args.json", "history.csv", "last.ckpt", "best.ckpt", "epoch=0.ckpt", "epoch=1.ckpt",
                  "loss.png", "schedule.png", "psnr_per_frame.png", "val_epoch=0.gif", "val_epoch=1.gif"):
         assert (out / name).is_file(), name
