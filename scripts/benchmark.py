@@ -260,8 +260,8 @@ def main(argv=None):
         print(f"{name}_ratio: {r:.2f}")
     print(f"course epoch (23,410 frames, batch 2) extrapolated: {figures['epoch_seconds_course_data_batch2']:.0f} s")
     print("other figures: " + ", ".join(f"{k} {v:.1f}" for k, v in figures.items()
-                                         if isinstance(v, float) and ("channels_last" in k or "seconds" in k
-                                                                      or k.startswith(("val_psnr", "train_fps_")))))
+                                         if isinstance(v, float) and ("channels_last" in k or "seconds" in k or "graph" in k
+                                                                      or k.startswith(("val_psnr", "train_fps_fast")))))
     for k, v in figures.items():
         if k.endswith("_error"):
             print(f"{k}: {v}")

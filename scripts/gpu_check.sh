@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The prepared GPU session (about 8 minutes on one H100/H200): the CUDA tests, the recipe runs
-# (MINUTES each, validation included; RUNS="a:flags;b:flags" runs several side by side), the benchmark alone on the GPU
-# at the default widths with the best run's checkpoint, and the Tester twice (cold, warm), then twice with --compile.
+# The prepared GPU session (about 9 minutes on one H100/H200): the CUDA tests, the recipe runs
+# (MINUTES each, validation included; RUNS="a:flags;b:flags" runs several side by side), a sweep of
+# --flow_deadzone on validation with the best checkpoint, the Tester twice (cold, warm), the benchmark alone
+# on the GPU at the default widths with that checkpoint, then the Tester twice with --compile.
 # Everything lands in OUT_DIR/gpu_results.tar.gz (re-packed after each phase).
 #     bash scripts/gpu_check.sh OUT_DIR [MINUTES] [extra flags for Trainer and benchmark, e.g. tiny widths]
 set -u
@@ -66,6 +67,21 @@ best = max(((max(float(r["val_psnr"]) for r in csv.DictReader(open(f"{sys.argv[1
 print(f"{sys.argv[1]}/{best[1]}/best.ckpt")
 PYEOF
 )
+stamp "flow dead zone swept on validation, best checkpoint (fp32)"
+for T in 0 0.05 0.1 0.2; do
+  timeout 120 $PY Trainer.py --test --ckpt_path "$BEST" --flow_deadzone $T --save_root "$W/deadzone_$T" > "$W/deadzone_$T.log" 2>&1
+  $PY - "$W/deadzone_$T/psnr_per_frame.csv" $T <<'PYEOF'
+import csv, sys
+try:
+    rows = list(csv.DictReader(open(sys.argv[1])))
+except OSError as e:
+    sys.exit(f"dead zone {sys.argv[2]}: no result ({e})")
+gap = [float(r["prediction"]) - float(r["copy_first_frame"]) for r in rows]
+mean = sum(float(r["prediction"]) for r in rows) / len(rows)
+print(f"dead zone {sys.argv[2]:>4s}: val {mean:.2f} dB, {sum(g < 0 for g in gap)} frames below copy, worst {min(gap):+.2f} dB")
+PYEOF
+done 2>&1 | tee "$W/deadzone.txt"
+pack
 stamp "Tester on $BEST, cold then warm decode cache"
 for pass in cold warm; do
   timeout 120 $PY Tester.py --ckpt_path "$BEST" --amp --save_root "$W/test_$pass" 2>&1 | tail -8 | tee "$W/tester_$pass.log"
