@@ -31,12 +31,12 @@ import distributed
 import media
 import plotting
 from cuda_graphs import GraphedClipLoss, rollout_step
-from dataloader import DatasetError, Dataset_Dance
+from dataloader import ClipSampler, DatasetError, Dataset_Dance
 from ema import EMA
 from metrics import copy_first_frame_psnr, psnr_per_frame, sample_summary, ssim
 from modules import Generator
 from model import ARCH_FLAGS, PRIORS, VAE_Model, autocast
-from schedules import kl_annealing, next_tfr, normalize_kl_type, use_teacher_forcing
+from schedules import kl_annealing, lr_at, next_tfr, normalize_kl_type, use_teacher_forcing
 
 DEFAULT_DR = "data/synthetic"
 
@@ -244,50 +244,6 @@ def read_data(args):
                           frame_H=args.frame_H, frame_W=args.frame_W)
     val = Dataset_Dance(args.DR, mode="val", video_len=args.val_vi_len, frame_H=args.frame_H, frame_W=args.frame_W)
     return train, val
-
-
-def lr_at(args, epoch):
-    """MultiStepLR: lr * gamma ** (number of milestones <= epoch)."""
-    return args.lr * args.gamma ** sum(m <= epoch for m in args.milestones)
-
-
-class ClipSampler:
-    """Training clips gathered by indexing the decoded uint8 frames: no decoding, no workers.
-    The order of each epoch is a permutation seeded by (seed, epoch), so a resume replays it."""
-
-    def __init__(self, dataset, device, stride=1):
-        self.frames = torch.from_numpy(dataset.frames).to(device)
-        self.labels = torch.from_numpy(dataset.labels).to(device)
-        self.video_len, self.stride = dataset.video_len, stride
-
-    def num_clips(self, partial):
-        """Clip c starts at frame c * video_len and takes every stride-th frame from there (the
-        course's clips when stride is 1); clips that would run past the frames used are dropped."""
-        last_start = int(len(self.frames) * partial) - 1 - self.stride * (self.video_len - 1)
-        return last_start // self.video_len + 1 if last_start >= 0 else 0
-
-    def epoch_batches(self, partial, batch_size, seed, epoch, rank=0, world=1, reference_gap=0):
-        """Batches (img, label, reference) of `batch_size` clips for this rank. Every rank draws the same
-        permutation; global batch i is order[i*B*world:(i+1)*B*world] and rank r takes its r-th slice of B.
-        reference: None, or with reference_gap > 0 the frame 0..reference_gap frames (drawn per clip and
-        epoch) before each clip's first, clamped at frame 0: the x_0 that warp_ref reads."""
-        g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        order = torch.randperm(self.num_clips(partial), generator=g)
-        gaps = torch.randint(0, reference_gap + 1, (len(order),), generator=g) if reference_gap > 0 else None
-        step = batch_size * world
-        for start in range(0, len(order) - step + 1, step):  # drop_last, as the course
-            ids = order[start + rank * batch_size:start + (rank + 1) * batch_size]
-            yield *self.clips(ids), None if gaps is None else self.reference_frames(ids, gaps[ids])
-
-    def reference_frames(self, clip_ids, gaps):
-        index = (clip_ids * self.video_len - gaps).clamp(min=0).to(self.frames.device)
-        return self.frames[index].float().div_(255)
-
-    def clips(self, clip_ids):
-        offsets = torch.arange(self.video_len) * self.stride
-        index = (clip_ids[:, None] * self.video_len + offsets).flatten().to(self.frames.device)
-        shape = (len(clip_ids), self.video_len, *self.frames.shape[1:])
-        return self.frames[index].view(shape).float().div_(255), self.labels[index].view(shape).float().div_(255)
 
 
 def train_one_epoch(model, optimizer, sampler, args, run, epoch, stop, ctx=None, net=None):
@@ -611,7 +567,7 @@ def run_epochs(model, optimizer, run, start_epoch, train_set, val_set, args, sav
             log(f"stopping before epoch {epoch}: it would end after --max_minutes {args.max_minutes:g}")
             break
         for g in optimizer.param_groups:
-            g["lr"] = lr_at(args, epoch)
+            g["lr"] = lr_at(args.lr, args.gamma, args.milestones, epoch)
         beta = run["annealer"].get_beta()
         trained = train_one_epoch(model, optimizer, sampler, args, run, epoch, stop, ctx, net)
         if trained is None:

@@ -5,6 +5,7 @@ Layout (kept exactly as the course ships it):
     DR/val/val_img/<n>.png       DR/val/val_label/<n>.png
     DR/test/test_img/<i>/<n>.png DR/test/test_label/<i>/<n>.png   [DR/test/test_gt/<i>/<n>.png]
 File stems are integers, optionally prefixed by 'frame'; they are sorted numerically.
+Training clips are gathered from the cache by ClipSampler, on the training device.
 """
 import hashlib
 import json
@@ -269,3 +270,42 @@ def load_test_gt(gt_root, names, video_len, frame_H, frame_W, cache_dir=None):
         files += seq[:video_len]
     return load_images(files, frame_H, frame_W, cache_dir, "test_gt").reshape(
         len(names), video_len, 3, frame_H, frame_W)
+
+
+class ClipSampler:
+    """Training clips gathered by indexing the decoded uint8 frames: no decoding, no workers.
+    The order of each epoch is a permutation seeded by (seed, epoch), so a resume replays it."""
+
+    def __init__(self, dataset, device, stride=1):
+        self.frames = torch.from_numpy(dataset.frames).to(device)
+        self.labels = torch.from_numpy(dataset.labels).to(device)
+        self.video_len, self.stride = dataset.video_len, stride
+
+    def num_clips(self, partial):
+        """Clip c starts at frame c * video_len and takes every stride-th frame from there (the
+        course's clips when stride is 1); clips that would run past the frames used are dropped."""
+        last_start = int(len(self.frames) * partial) - 1 - self.stride * (self.video_len - 1)
+        return last_start // self.video_len + 1 if last_start >= 0 else 0
+
+    def epoch_batches(self, partial, batch_size, seed, epoch, rank=0, world=1, reference_gap=0):
+        """Batches (img, label, reference) of `batch_size` clips for this rank. Every rank draws the same
+        permutation; global batch i is order[i*B*world:(i+1)*B*world] and rank r takes its r-th slice of B.
+        reference: None, or with reference_gap > 0 the frame 0..reference_gap frames (drawn per clip and
+        epoch) before each clip's first, clamped at frame 0: the x_0 that warp_ref reads."""
+        g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        order = torch.randperm(self.num_clips(partial), generator=g)
+        gaps = torch.randint(0, reference_gap + 1, (len(order),), generator=g) if reference_gap > 0 else None
+        step = batch_size * world
+        for start in range(0, len(order) - step + 1, step):  # drop_last, as the course
+            ids = order[start + rank * batch_size:start + (rank + 1) * batch_size]
+            yield *self.clips(ids), None if gaps is None else self.reference_frames(ids, gaps[ids])
+
+    def reference_frames(self, clip_ids, gaps):
+        index = (clip_ids * self.video_len - gaps).clamp(min=0).to(self.frames.device)
+        return self.frames[index].float().div_(255)
+
+    def clips(self, clip_ids):
+        offsets = torch.arange(self.video_len) * self.stride
+        index = (clip_ids[:, None] * self.video_len + offsets).flatten().to(self.frames.device)
+        shape = (len(clip_ids), self.video_len, *self.frames.shape[1:])
+        return self.frames[index].view(shape).float().div_(255), self.labels[index].view(shape).float().div_(255)

@@ -1,4 +1,4 @@
-"""KL annealing (beta per epoch) and the teacher-forcing ratio, as the course defines them."""
+"""KL annealing (beta per epoch), the teacher-forcing ratio and the learning rate, as the course defines them."""
 import random
 
 from model import stream_seed
@@ -46,3 +46,8 @@ def next_tfr(tfr, epoch, tfr_sde, tfr_d_step):
 def use_teacher_forcing(tfr, seed, epoch, step):
     """One draw per step, derived from (seed, epoch, step) so it is identical on every rank and on resume."""
     return random.Random(stream_seed(seed, "tf", epoch, step)).random() < tfr
+
+
+def lr_at(lr, gamma, milestones, epoch):
+    """MultiStepLR: lr * gamma ** (number of milestones <= epoch)."""
+    return lr * gamma ** sum(m <= epoch for m in milestones)

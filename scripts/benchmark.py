@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import Trainer  # noqa: E402
-from dataloader import Dataset_Dance, decode, paired_files  # noqa: E402
+from dataloader import ClipSampler, Dataset_Dance, decode, paired_files  # noqa: E402
 import checkpoint  # noqa: E402
 from cuda_graphs import GraphedClipLoss, first_line, rollout_step  # noqa: E402
 from metrics import psnr_per_frame  # noqa: E402
@@ -157,7 +157,7 @@ def main(argv=None):
     train = Dataset_Dance(args.DR, mode="train", video_len=args.train_vi_len, frame_H=args.frame_H,
                           frame_W=args.frame_W)
     frame_files, label_files = paired_files(Path(args.DR) / "train" / "train_img", Path(args.DR) / "train" / "train_label")
-    sampler = Trainer.ClipSampler(train, device)
+    sampler = ClipSampler(train, device)
     figures = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                "torch": torch.__version__, "params": sum(p.numel() for p in model.parameters())}
     rows = []

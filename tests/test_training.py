@@ -10,7 +10,8 @@ import checkpoint
 import Trainer
 from conftest import TINY, moving_square
 from model import VAE_Model
-from schedules import kl_annealing, next_tfr, use_teacher_forcing
+from dataloader import ClipSampler
+from schedules import kl_annealing, lr_at, next_tfr, use_teacher_forcing
 
 
 def run_args(data, save_root, *extra):
@@ -259,7 +260,7 @@ def test_teacher_forcing_draw_is_reproducible_and_has_the_right_rate():
 
 def test_lr_follows_multistep():
     args = Trainer.parse_args([])
-    assert [lr_ / 1e-3 for lr_ in (Trainer.lr_at(args, e) for e in range(7))] == \
+    assert [lr_ / 1e-3 for lr_ in (lr_at(args.lr, args.gamma, args.milestones, e) for e in range(7))] == \
         pytest.approx([1, 1, .1, .1, .1, .01, .01])
 
 
@@ -481,9 +482,9 @@ def test_frame_stride_clips_take_every_kth_frame_and_stride_1_is_the_course():
     class Frames:
         frames = labels = np.arange(40, dtype=np.uint8).reshape(40, 1, 1, 1).repeat(3, 1)
         video_len = 4
-    course = Trainer.ClipSampler(Frames, "cpu")
+    course = ClipSampler(Frames, "cpu")
     assert course.num_clips(1.0) == 10 and course.num_clips(0.5) == 5
-    strided = Trainer.ClipSampler(Frames, "cpu", stride=3)
+    strided = ClipSampler(Frames, "cpu", stride=3)
     assert strided.num_clips(1.0) == 8  # the last start, 28, takes frames 28..37
     img, _ = strided.clips(torch.tensor([0, 7]))
     assert (img[:, :, 0, 0, 0] * 255).round().tolist() == [[0, 3, 6, 9], [28, 31, 34, 37]]
@@ -500,7 +501,7 @@ def test_reference_gap_draws_earlier_frames_per_clip_and_keeps_the_clip_order(ca
     class Frames:
         frames = labels = np.arange(40, dtype=np.uint8).reshape(40, 1, 1, 1).repeat(3, 1)
         video_len = 4
-    sampler = Trainer.ClipSampler(Frames, "cpu")
+    sampler = ClipSampler(Frames, "cpu")
     plain = list(sampler.epoch_batches(1.0, 2, seed=1, epoch=3))
     gapped = list(sampler.epoch_batches(1.0, 2, seed=1, epoch=3, reference_gap=6))
     assert all(ref is None for _, _, ref in plain)
