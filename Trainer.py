@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
@@ -388,13 +389,40 @@ def save_validation_media(result, save_root, epoch, gif):
                                                 "ssim_per_frame", "ssim_best_per_frame"))
         for t, values in enumerate(zip(*curves), 1):
             w.writerow([t, *(f"{v:.4f}" for v in values)])
-    curves = {"prediction (mean of samples)": result["psnr_per_frame"], "copy first frame": result["copy_per_frame"]}
-    if not torch.equal(result["psnr_best_per_frame"], result["psnr_per_frame"]):
-        curves["best of samples"] = result["psnr_best_per_frame"]
-    plotting.plot_psnr_per_frame(curves, save_root / "psnr_per_frame.png", title=f"validation, epoch {epoch}")
     if gif:
         panels = [media.to_uint8(result[k][0]) for k in ("pred", "img", "label")]
         media.write_gif(media.side_by_side(*panels), save_root / f"val_epoch={epoch}.gif")
+
+
+def plot_epoch(curves, history, save_root, epoch):
+    """psnr_per_frame.png of the epoch's validation, and loss.png / schedule.png of the history so far."""
+    lines = {"prediction (mean of samples)": curves["psnr_per_frame"], "copy first frame": curves["copy_per_frame"]}
+    if not torch.equal(curves["psnr_best_per_frame"], curves["psnr_per_frame"]):
+        lines["best of samples"] = curves["psnr_best_per_frame"]
+    plotting.plot_psnr_per_frame(lines, save_root / "psnr_per_frame.png", title=f"validation, epoch {epoch}")
+    if history is not None:
+        plotting.plot_run(history, save_root)
+
+
+class Plotter:
+    """Draws an epoch's plots on one worker thread while the next epoch trains: matplotlib takes about
+    half a second, a sizeable part of a GPU epoch. One drawing at a time; the next draw() or wait()
+    re-raises a drawing's error."""
+
+    def __init__(self):
+        self.pool, self.job = ThreadPoolExecutor(max_workers=1), None
+
+    def draw(self, fn, *args):
+        self.wait()
+        self.job = self.pool.submit(fn, *args)
+
+    def wait(self):
+        job, self.job = self.job, None
+        if job is not None:
+            job.result()
+
+    def close(self):
+        self.pool.shutdown(wait=True)  # the last plots are on disk before the process ends
 
 
 def validated_model(model, run):
@@ -553,6 +581,7 @@ def run_epochs(model, optimizer, run, start_epoch, train_set, val_set, args, sav
             return None
         result = validate(model, val_set, args, device, rollout)
         save_validation_media(result, save_root, start_epoch - 1, gif=True)
+        plot_epoch(result, None, save_root, start_epoch - 1)
         log(f"val PSNR {result['val_psnr']:.2f} dB (copy first frame {result['copy_psnr']:.2f} dB), "
             f"SSIM {result['val_ssim']:.3f}, val MSE {result['val_mse']:.5f} -> {save_root}")
         return result
@@ -561,31 +590,38 @@ def run_epochs(model, optimizer, run, start_epoch, train_set, val_set, args, sav
     stop = StopRequest()
     stop.install()
     epoch_seconds = 0.0
-    for epoch in range(start_epoch, start_epoch + args.num_epoch):
-        t0 = time.time()
-        if ctx.from_main(args.max_minutes and t0 - started + epoch_seconds > 60 * args.max_minutes):
-            log(f"stopping before epoch {epoch}: it would end after --max_minutes {args.max_minutes:g}")
-            break
-        for g in optimizer.param_groups:
-            g["lr"] = lr_at(args.lr, args.gamma, args.milestones, epoch)
-        beta = run["annealer"].get_beta()
-        trained = train_one_epoch(model, optimizer, sampler, args, run, epoch, stop, ctx, net)
-        if trained is None:
-            if ctx.is_main:
-                checkpoint.save_atomic(checkpoint_state(model, optimizer, args, run, epoch - 1), save_root / "last.ckpt")
-            raise Interrupted(f"interrupted at epoch {epoch}, step {run['in_epoch']['step']}", save_root, ctx.is_main)
-        ctx.check_in_sync(model)
-        (loss, mse, kl), bad = trained
-        row = dict(epoch=epoch, train_loss=loss, train_mse=mse, train_kl=kl, beta=beta, tfr=run["tfr"],
-                   lr=optimizer.param_groups[0]["lr"], bad_steps=bad)
-        run["tfr"] = next_tfr(run["tfr"], epoch, args.tfr_sde, args.tfr_d_step)
-        run["annealer"].update()
-        # the other ranks wait for validation and the checkpoint
-        ctx.run_on_main(save_epoch, model, optimizer, args, run, epoch, row, val_set, device, rollout, save_root,
-                        started, t0, log)
-        epoch_seconds = time.time() - t0
-        if ctx.any(stop.requested):
-            raise Interrupted(f"interrupted after epoch {epoch}", save_root, ctx.is_main)
+    plotter = Plotter()
+    try:
+        for epoch in range(start_epoch, start_epoch + args.num_epoch):
+            t0 = time.time()
+            if ctx.from_main(args.max_minutes and t0 - started + epoch_seconds > 60 * args.max_minutes):
+                log(f"stopping before epoch {epoch}: it would end after --max_minutes {args.max_minutes:g}")
+                break
+            for g in optimizer.param_groups:
+                g["lr"] = lr_at(args.lr, args.gamma, args.milestones, epoch)
+            beta = run["annealer"].get_beta()
+            trained = train_one_epoch(model, optimizer, sampler, args, run, epoch, stop, ctx, net)
+            if trained is None:
+                if ctx.is_main:
+                    checkpoint.save_atomic(checkpoint_state(model, optimizer, args, run, epoch - 1),
+                                           save_root / "last.ckpt")
+                raise Interrupted(f"interrupted at epoch {epoch}, step {run['in_epoch']['step']}", save_root,
+                                  ctx.is_main)
+            ctx.check_in_sync(model)
+            (loss, mse, kl), bad = trained
+            row = dict(epoch=epoch, train_loss=loss, train_mse=mse, train_kl=kl, beta=beta, tfr=run["tfr"],
+                       lr=optimizer.param_groups[0]["lr"], bad_steps=bad)
+            run["tfr"] = next_tfr(run["tfr"], epoch, args.tfr_sde, args.tfr_d_step)
+            run["annealer"].update()
+            # the other ranks wait for validation and the checkpoint
+            ctx.run_on_main(save_epoch, model, optimizer, args, run, epoch, row, val_set, device, rollout, save_root,
+                            started, t0, log, plotter)
+            epoch_seconds = time.time() - t0
+            if ctx.any(stop.requested):
+                raise Interrupted(f"interrupted after epoch {epoch}", save_root, ctx.is_main)
+        plotter.wait()  # a drawing's error, before the run is called done
+    finally:
+        plotter.close()
     log(f"done: {save_root}")
     return run
 
@@ -596,7 +632,7 @@ def write_args(args, save_root, world):
                    "torch_version": str(torch.__version__), "git_commit": checkpoint.git_commit()}, f, indent=2)
 
 
-def save_epoch(model, optimizer, args, run, epoch, row, val_set, device, rollout, save_root, started, t0, log):
+def save_epoch(model, optimizer, args, run, epoch, row, val_set, device, rollout, save_root, started, t0, log, plotter):
     """Validate, then write the checkpoints, media, history and plots of one epoch (rank 0)."""
     result = validate(validated_model(model, run), val_set, args, device, rollout)
     row.update({k: result[k] for k in ("val_mse", "val_psnr", "copy_psnr", "val_ssim", "val_psnr_best", "val_ssim_best")})
@@ -611,7 +647,8 @@ def save_epoch(model, optimizer, args, run, epoch, row, val_set, device, rollout
     save_validation_media(result, save_root, epoch, gif=args.gif_every > 0 and epoch % args.gif_every == 0)
     row["seconds"], row["minutes"] = round(time.time() - t0, 2), round((time.time() - started) / 60, 3)
     append_history(save_root / "history.csv", row)
-    plotting.plot_run(plotting.read_history(save_root / "history.csv"), save_root)
+    curves = {k: result[k] for k in ("psnr_per_frame", "psnr_best_per_frame", "copy_per_frame")}  # on the CPU
+    plotter.draw(plot_epoch, curves, plotting.read_history(save_root / "history.csv"), save_root, epoch)
     log(f"epoch {epoch}: loss {row['train_loss']:.4f} (MSE {row['train_mse']:.5f}, KL {row['train_kl']:.2f}, "
         f"beta {row['beta']:.2f}) tfr {row['tfr']:.2f} | val PSNR {result['val_psnr']:.2f} dB (copy first frame "
         f"{result['copy_psnr']:.2f}) SSIM {result['val_ssim']:.3f} | {row['seconds']:.0f} s{' | best' if is_best else ''}")

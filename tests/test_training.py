@@ -531,3 +531,27 @@ def test_clip_loss_reads_the_given_reference_frame_for_warp_ref_only(per_frame):
         loss = lambda ref: model.clip_loss(img, label, 1.0, False, per_frame=per_frame, eps=eps, reference_frame=ref)[0]  # noqa: E731
         assert torch.equal(loss(None), loss(img[:, 0].clone()))  # the default is the clip's first frame
         assert torch.equal(loss(None), loss(torch.rand(2, 3, 16, 24))) == (activation == "warp")
+
+
+def test_plotter_draws_one_at_a_time_and_reraises_a_drawing_error():
+    import threading
+    order, gate = [], threading.Event()
+
+    def slow(tag):
+        gate.wait(5)
+        order.append(tag)
+
+    def broken():
+        raise OSError("disk full")
+
+    plotter = Trainer.Plotter()
+    plotter.draw(slow, "first")
+    assert order == []  # drawn in the background: draw() returned first
+    gate.set()
+    plotter.draw(slow, "second")  # waits for the first drawing
+    assert order[0] == "first"
+    plotter.draw(broken)
+    with pytest.raises(OSError, match="disk full"):
+        plotter.wait()
+    plotter.close()
+    assert order == ["first", "second"]
