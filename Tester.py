@@ -174,9 +174,12 @@ def run(args, pool, work_start):
     elif first.is_cuda:
         torch.cuda.synchronize(first.device)  # the rollout's time, not its launches'
     seconds["rollout"] = time.time() - work_start - sum(seconds.values())
-    if gt is not None:  # scored on the uint8 frames (sample 0 is what the CSV holds), the mean over the K samples
-        score(samples.float() / 255, gt, test.sequence_names, save_root)
+    # scored on the uint8 frames (sample 0 is what the CSV holds), the mean over the K samples; on a thread,
+    # beside the GIF encoding and the CSV write
+    scored = None if gt is None else pool.submit(score, samples.float() / 255, gt, test.sequence_names, save_root)
     frames = writer.finish()  # rows and GIF frames were built while the rollout ran; this writes the files
+    if scored is not None:
+        scored.result()
     now = time.time()
     seconds["CSV, GIFs" + (" and scores" if gt is not None else "")] = now - work_start - sum(seconds.values())
     print(f"{S} sequences x {T} frames in {now - work_start:.1f} s (process {now - PROCESS_START:.1f} s; "
