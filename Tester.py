@@ -177,7 +177,11 @@ def run(args, pool, work_start):
     # scored on the uint8 frames (sample 0 is what the CSV holds), the mean over the K samples; on a thread,
     # beside the GIF encoding and the CSV write
     scored = None if gt is None else pool.submit(score, samples.float() / 255, gt, test.sequence_names, save_root)
-    frames = writer.finish()  # rows and GIF frames were built while the rollout ran; this writes the files
+    try:
+        frames = writer.finish()  # rows and GIF frames were built while the rollout ran; this writes the files
+    finally:  # an error is raised once the scores are done, not while they still print and write
+        if scored is not None:
+            scored.exception()
     if scored is not None:
         scored.result()
     now = time.time()

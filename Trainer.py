@@ -422,7 +422,10 @@ class Plotter:
             job.result()
 
     def close(self):
-        self.pool.shutdown(wait=True)  # the last plots are on disk before the process ends
+        """The last plots are on disk before the process ends; a drawing's error not yet raised is logged."""
+        self.pool.shutdown(wait=True)
+        if self.job is not None and self.job.exception() is not None:
+            print(f"warning: drawing the plots failed: {self.job.exception()}", file=sys.stderr)
 
 
 def validated_model(model, run):
@@ -619,7 +622,7 @@ def run_epochs(model, optimizer, run, start_epoch, train_set, val_set, args, sav
             epoch_seconds = time.time() - t0
             if ctx.any(stop.requested):
                 raise Interrupted(f"interrupted after epoch {epoch}", save_root, ctx.is_main)
-        plotter.wait()  # a drawing's error, before the run is called done
+        ctx.run_on_main(plotter.wait)  # a drawing's error, before the run is called done (every rank learns of it)
     finally:
         plotter.close()
     log(f"done: {save_root}")

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import Trainer  # noqa: E402
 from dataloader import ClipSampler, Dataset_Dance, decode, paired_files  # noqa: E402
 import checkpoint  # noqa: E402
+import distributed  # noqa: E402
 from cuda_graphs import GraphedClipLoss, first_line, rollout_step  # noqa: E402
 from metrics import psnr_per_frame  # noqa: E402
 from model import VAE_Model, autocast, rollout_noise  # noqa: E402
@@ -144,6 +145,7 @@ def validation_psnr_both_ways(model, args, device, amp):
 def main(argv=None):
     args = parse_args(argv)
     device = torch.device(args.device)
+    distributed.use_device(device)
     amp = device.type == "cuda"  # bf16 only where it is fast
     torch.backends.cudnn.benchmark = device.type == "cuda"
     Trainer.ensure_default_dataset(args)
