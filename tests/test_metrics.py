@@ -1,5 +1,6 @@
 """PSNR and SSIM against references."""
 import numpy as np
+import pytest
 import torch
 from skimage.metrics import structural_similarity
 
@@ -21,6 +22,9 @@ def test_psnr_is_per_sample_and_frame():
     p = psnr_per_frame(pred, target)
     assert p.shape == (3, 5) and (p[1, 2] < 30) and (p.flatten()[torch.arange(15) != 7] == 100).all()
     assert (copy_first_frame_psnr(target)[:, 0] == 100).all()
+    first = torch.rand(2, 1, 3, 8, 8) * 0.9
+    shifted = torch.cat([first, first + 0.1, first + 0.1], 1)  # frames 1, 2 differ from frame 0 by 0.1 everywhere
+    assert copy_first_frame_psnr(shifted)[:, 1:] == pytest.approx(torch.full((2, 2), 20.0), abs=1e-3)  # MSE 0.01
 
 
 def test_ssim_matches_scikit_image():

@@ -169,12 +169,27 @@ def test_end_to_end_files_first_row_and_determinism(trained, tmp_path):
 
 
 def test_scores_against_gt_dir(trained, tmp_path):
+    """--gt_dir replaces the default ground truth: scores against inverted frames are those of the inverted frames."""
+    from PIL import Image, ImageOps
+    from dataloader import decode
+    from metrics import psnr_per_frame
     data, _ = trained
-    run_tester(trained, tmp_path / "a", "--no_gif", "--gt_dir", str(data / "test" / "test_gt"))
+    for png in (data / "test" / "test_gt").rglob("*.png"):
+        out = tmp_path / "gt" / png.relative_to(data / "test" / "test_gt")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        ImageOps.invert(Image.open(png).convert("RGB")).save(out)
+    frames = run_tester(trained, tmp_path / "a", "--no_gif", "--gt_dir", str(tmp_path / "gt"))
+    run_tester(trained, tmp_path / "default", "--no_gif")
     rows = list(csv.reader(open(tmp_path / "a" / "psnr.csv")))
     assert rows[0] == ["sequence", "psnr", "ssim", "psnr_best_of_k", "ssim_best_of_k", "copy_first_frame_psnr"]
-    assert len(rows) == 4 and all(0 < float(r[1]) < 100 and -1 <= float(r[2]) <= 1 for r in rows[1:])
+    assert len(rows) == 4 and all(-1 <= float(r[2]) <= 1 for r in rows[1:])
     assert all(r[1] == r[3] and r[2] == r[4] for r in rows[1:])  # one sample: best of 1 = mean
+    default = list(csv.reader(open(tmp_path / "default" / "psnr.csv")))
+    for s, row in enumerate(rows[1:]):
+        gt = np.stack([decode(tmp_path / "gt" / str(s) / f"frame{t}.png", 32, 64) for t in range(10)])
+        want = psnr_per_frame(torch.from_numpy(frames[s:s + 1, 1:]).float() / 255,
+                              torch.from_numpy(gt[None, 1:]).float() / 255).mean().item()
+        assert float(row[1]) == pytest.approx(want, abs=1e-3) and row[1] != default[s + 1][1]
 
 
 def test_too_few_labels_names_the_folder(trained, tmp_path):
@@ -201,8 +216,9 @@ def test_bad_checkpoints(trained, tmp_path):
 
 
 def test_bf16_rollout_stays_within_0_3_db(trained, tmp_path):
-    run_tester(trained, tmp_path / "fp32", "--no_gif")
-    run_tester(trained, tmp_path / "bf16", "--no_gif", "--amp")
+    fp32_frames = run_tester(trained, tmp_path / "fp32", "--no_gif")
+    bf16_frames = run_tester(trained, tmp_path / "bf16", "--no_gif", "--amp")
+    assert not np.array_equal(fp32_frames, bf16_frames)  # --amp really ran in bf16
     read = lambda p: [float(r[1]) for r in list(csv.reader(open(p / "psnr.csv")))[1:]]  # noqa: E731
     fp32, bf16 = read(tmp_path / "fp32"), read(tmp_path / "bf16")
     assert abs(sum(fp32) / len(fp32) - sum(bf16) / len(bf16)) < 0.3
@@ -256,8 +272,13 @@ def test_score_reports_the_mean_of_samples_and_picks_the_best_by_psnr(tmp_path):
     Tester.score(pred, gt, ["a", "b"], tmp_path)
     rows = list(csv.DictReader(open(tmp_path / "psnr.csv")))
     from metrics import psnr_per_frame
+    from metrics import ssim
     for s, row in enumerate(rows):
         p_far = psnr_per_frame(pred[s:s + 1, 0, 1:], target[s:s + 1, 1:]).mean().item()
         p_near = psnr_per_frame(pred[s:s + 1, 1, 1:], target[s:s + 1, 1:]).mean().item()
         assert float(row["psnr_best_of_k"]) == pytest.approx(p_near, abs=1e-3)
         assert float(row["psnr"]) == pytest.approx((p_far + p_near) / 2, abs=1e-3)
+        s_near = ssim(pred[s:s + 1, 1, 1:], target[s:s + 1, 1:]).mean().item()
+        assert float(row["ssim_best_of_k"]) == pytest.approx(s_near, abs=1e-3)  # the best sample's SSIM
+        copy = psnr_per_frame(target[s:s + 1, :1].expand(-1, 4, -1, -1, -1), target[s:s + 1, 1:]).mean().item()
+        assert float(row["copy_first_frame_psnr"]) == pytest.approx(copy, abs=1e-3)  # frames 1..T-1 against frame 0

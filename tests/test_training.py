@@ -1,4 +1,5 @@
 """The training loss, schedules and the Trainer program end to end (tiny dims on CPU)."""
+import csv
 import json
 import math
 
@@ -189,16 +190,18 @@ def test_quick_and_recommended_presets_train_the_warp_recipe(capsys):
     assert "--flow_deadzone must be >= 0 pixels" in capsys.readouterr().err
 
 
-def test_detach_prev_cuts_the_gradient_through_predictions():
-    model = VAE_Model(8, 4, 4, 8)
+@pytest.mark.parametrize("per_frame", [True, False])
+def test_detach_prev_cuts_the_gradient_through_predictions(per_frame):
+    """Free-running, frame 2 is decoded from the prediction of frame 1, which was decoded from x_0: the
+    gradient of frame 2 reaches x_0 only through that prediction. (Eval mode: BatchNorm in training
+    mode would link every frame of the batch.)"""
+    model = VAE_Model(8, 4, 4, 8).eval()
     img, label = clip(T=3)
-    _, _, _, preds = model.clip_loss(img, label, 1.0, teacher_forcing=False, detach_prev=True)
-    grad_first = torch.autograd.grad(preds[:, 1].sum(), preds, retain_graph=True, allow_unused=True)[0]
-    assert grad_first is None or grad_first[:, 0].abs().sum() == 0
-    _, _, _, preds = model.clip_loss(img, label, 1.0, teacher_forcing=False, detach_prev=False)
-    # without detaching, frame 2 depends on the prediction of frame 1 through the frame encoder
-    first = model.Generator[-1].bias
-    assert torch.autograd.grad(preds[:, 1].sum(), first)[0].abs().sum() > 0
+    img.requires_grad_(True)
+    for detach, reaches in [(True, False), (False, True)]:
+        _, _, _, preds = model.clip_loss(img, label, 1.0, teacher_forcing=False, detach_prev=detach, per_frame=per_frame)
+        to_first = torch.autograd.grad(preds[:, 1].sum(), img)[0][:, 0].abs().sum().item()
+        assert (to_first > 0) == reaches, (detach, to_first)
 
 
 def test_loss_falls_on_a_fixed_batch():
@@ -364,12 +367,17 @@ def test_changed_kl_flags_start_a_new_stage(tiny_data, tmp_path, capsys):
 
 def test_course_checkpoint_loads_as_weights(tiny_data, tmp_path, capsys):
     model = VAE_Model(8, 4, 4, 8, output_activation="none")
+    with torch.no_grad():
+        model.Generator[-1].bias.fill_(3.0)  # a mark no fresh model has (it starts near 0)
     torch.save({"state_dict": model.state_dict(), "optimizer": model.state_dict(), "lr": 1e-3, "tfr": 1.0,
                 "last_epoch": 5}, tmp_path / "course.ckpt")
-    Trainer.main(run_args(tiny_data, tmp_path / "r", "--num_epoch", "1", "--ckpt_path", str(tmp_path / "course.ckpt")))
+    Trainer.main(run_args(tiny_data, tmp_path / "r", "--num_epoch", "1", "--ckpt_path", str(tmp_path / "course.ckpt"),
+                          "--ema", "0"))
     captured = capsys.readouterr()
     assert "course checkpoint" in captured.out + captured.err
-    assert torch.load(tmp_path / "r" / "last.ckpt", weights_only=True)["args"]["output_activation"] == "none"
+    saved = torch.load(tmp_path / "r" / "last.ckpt", weights_only=True)
+    assert saved["args"]["output_activation"] == "none"
+    assert (saved["state_dict"]["Generator.7.bias"] - 3.0).abs().max() < 0.1  # trained on from the course weights
 
 
 def test_non_finite_steps_are_skipped_counted_and_stop_the_run(tiny_data, tmp_path, monkeypatch):
@@ -556,3 +564,15 @@ def test_plotter_draws_one_at_a_time_and_reraises_a_drawing_error(capsys):
     plotter.draw(broken)
     plotter.close()  # the path of an interrupted run: the error is not lost, it is logged
     assert order == ["first", "second"] and "drawing the plots failed: disk full" in capsys.readouterr().err
+
+
+def test_the_loop_applies_the_lr_and_teacher_forcing_schedules_and_keeps_the_best(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    Trainer.main(run_args(tiny_data, out, "--num_epoch", "3", "--milestones", "1", "--gamma", "0.1",
+                          "--tfr", "1", "--tfr_sde", "0", "--tfr_d_step", "0.5", "--kl_anneal_type", "None"))
+    rows = list(csv.DictReader(open(out / "history.csv")))
+    assert [float(r["lr"]) for r in rows] == pytest.approx([1e-3, 1e-4, 1e-4])
+    assert [float(r["tfr"]) for r in rows] == pytest.approx([1.0, 0.5, 0.0])
+    psnr = [float(r["val_psnr"]) for r in rows]
+    best = torch.load(out / "best.ckpt", weights_only=True)
+    assert best["epoch"] == psnr.index(max(psnr)) and best["best_psnr"] == pytest.approx(max(psnr), abs=1e-6)
