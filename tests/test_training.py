@@ -505,6 +505,24 @@ def test_max_minutes_stops_before_an_epoch_that_would_overrun(tiny_data, tmp_pat
     assert not (tmp_path / "run" / "history.csv").exists()
 
 
+def test_max_minutes_runs_the_epochs_that_fit(tiny_data, tmp_path, monkeypatch, capsys):
+    """A clock where each epoch's training takes 30 s: a 1.2-minute budget fits 2 epochs, not a 3rd (the
+    check before epoch 2 sees 60 s spent plus 30 s for the epoch to come)."""
+    import types
+    clock = [0.0]
+    monkeypatch.setattr(Trainer, "time", types.SimpleNamespace(time=lambda: clock[0]))
+    train_one_epoch = Trainer.train_one_epoch
+
+    def thirty_seconds(*args, **kwargs):
+        clock[0] += 30
+        return train_one_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "train_one_epoch", thirty_seconds)
+    Trainer.main(run_args(tiny_data, tmp_path / "run", "--num_epoch", "5", "--max_minutes", "1.2"))
+    assert len((tmp_path / "run" / "history.csv").read_text().splitlines()) == 1 + 2
+    assert "stopping before epoch 2" in capsys.readouterr().out
+
+
 def test_reference_gap_draws_earlier_frames_per_clip_and_keeps_the_clip_order(capsys):
     class Frames:
         frames = labels = np.arange(40, dtype=np.uint8).reshape(40, 1, 1, 1).repeat(3, 1)
