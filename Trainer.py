@@ -11,7 +11,6 @@ import csv
 import itertools
 import json
 import math
-import os
 import signal
 import sys
 import time
@@ -451,12 +450,10 @@ def append_history(path, row):
             reader = csv.DictReader(f)
             old_rows = list(reader) if reader.fieldnames != HISTORY_FIELDS else None
         if old_rows is not None:  # written by an older version: rewrite it under today's columns
-            tmp = path.with_name(path.name + ".tmp")
-            with open(tmp, "w", newline="") as f:
+            with media.atomic(path) as tmp, open(tmp, "w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS, restval="", extrasaction="ignore")
                 writer.writeheader()
                 writer.writerows(old_rows)
-            os.replace(tmp, path)
     new = not path.exists()
     with open(path, "a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
