@@ -71,6 +71,11 @@ class VAE_Model(nn.Module):
             return kl_criterion(mu, logvar, batch_size)
         return kl_gaussians(mu, logvar, *prior, batch_size)
 
+    def start(self, frame):
+        """The state a chain of steps starts from: the frame, or [frame, frame, flow 0] for warp_acc.
+        A step reads the previous state and returns the next; its first 3 channels are the frame."""
+        return self.Generator.start(frame)
+
     def reference(self, first_frame, first_feat=None):
         """(x_0, its features) for --output_activation warp_ref, else None."""
         if not self.uses_reference:
@@ -78,8 +83,8 @@ class VAE_Model(nn.Module):
         return first_frame, self.frame_transformation(first_frame) if first_feat is None else first_feat
 
     def decode(self, prev_frame, prev_feat, label_feat, z, reference=None):
-        """x̂_t from the previous frame (its pixels matter only to --output_activation residual and warp)
-        and, for warp_ref, the reference (x_0, its features) from self.reference()."""
+        """x̂_t from the previous state (see start(); its pixels matter only to the residual and warp heads)
+        and, for warp_ref, the reference (x_0, its features) from self.reference(). Returns the next state."""
         if reference is None:
             return self.Generator(self.Decoder_Fusion(prev_feat, label_feat, z), prev_frame)
         ref_frame, ref_feat = reference
@@ -107,7 +112,7 @@ class VAE_Model(nn.Module):
             eps = torch.randn(B, T - 1, self.N_dim, *img.shape[-2:], device=img.device, dtype=img.dtype)
         run = self._frames_one_by_one if per_frame else self._frames_batched_over_time
         preds, mus, logvars, priors = run(img, label, teacher_forcing, detach_prev, eps, reference_frame)
-        preds, mus, logvars = preds.float(), mus.float(), logvars.float()  # the loss in fp32, also under --amp
+        preds, mus, logvars = preds[:, :, :3].float(), mus.float(), logvars.float()  # states -> frames  # the loss in fp32, also under --amp
         mse = sum(F.mse_loss(preds[:, t], img[:, t + 1]) for t in range(T - 1))
         prior_at = (lambda t: None) if priors is None else (lambda t: (priors[0][:, t].float(), priors[1][:, t].float()))
         kl = sum(self.kl(mus[:, t], logvars[:, t], prior_at(t), B) for t in range(T - 1))
@@ -115,13 +120,13 @@ class VAE_Model(nn.Module):
 
     def _frames_one_by_one(self, img, label, teacher_forcing, detach_prev, eps, reference_frame):
         preds, mus, logvars, priors = [], [], [], []
-        prev, reference = img[:, 0], self.reference(img[:, 0] if reference_frame is None else reference_frame)
+        prev, reference = self.start(img[:, 0]), self.reference(img[:, 0] if reference_frame is None else reference_frame)
         for t in range(1, img.shape[1]):
             label_feat = self.label_transformation(label[:, t])
             z, mu, logvar = self.Gaussian_Predictor(self.frame_transformation(img[:, t]), label_feat, eps[:, t - 1])
             if teacher_forcing:
-                prev = img[:, t - 1]
-            prev_feat = self.frame_transformation(prev)
+                prev = self.start(img[:, t - 1])
+            prev_feat = self.frame_transformation(prev[:, :3])
             priors.append(self.prior(prev_feat, label_feat))
             out = self.decode(prev, prev_feat, label_feat, z, reference)
             prev = out.detach() if detach_prev else out
@@ -141,16 +146,16 @@ class VAE_Model(nn.Module):
             prior = None if prior is None else tuple(p.unflatten(0, (B, T - 1)) for p in prior)
             if reference is not None:  # the same x_0 at every step of the clip
                 reference = tuple(flat(r[:, None].expand(-1, T - 1, *r.shape[1:])) for r in reference)
-            preds = self.decode(flat(img[:, :-1]), flat(frame_feat[:, :-1]), flat(label_feat), flat(z), reference)
+            preds = self.decode(self.start(flat(img[:, :-1])), flat(frame_feat[:, :-1]), flat(label_feat), flat(z), reference)
             return preds.unflatten(0, (B, T - 1)), mu, logvar, prior
-        preds, priors, prev, prev_feat = [], [], img[:, 0], frame_feat[:, 0]
+        preds, priors, prev, prev_feat = [], [], self.start(img[:, 0]), frame_feat[:, 0]
         for t in range(T - 1):
             priors.append(self.prior(prev_feat, label_feat[:, t]))
             out = self.decode(prev, prev_feat, label_feat[:, t], z[:, t], reference)
             preds.append(out)
             if t < T - 2:
                 prev = out.detach() if detach_prev else out
-                prev_feat = self.frame_transformation(prev)
+                prev_feat = self.frame_transformation(prev[:, :3])
         return torch.stack(preds, 1), mu, logvar, stack_priors(priors)
 
     # -- rollout ----------------------------------------------------------------------------
@@ -167,12 +172,12 @@ class VAE_Model(nn.Module):
         B, T = labels.shape[:2]
         out = torch.empty(B, T, *first_frame.shape[1:], device=first_frame.device)
         out[:, 0] = first_frame
-        prev = out[:, 0]
+        prev = self.start(first_frame)
         for start in range(1, T, noise.chunk):
             n = min(noise.chunk, T - start)
-            frames = step(prev, labels[:, start:start + n], noise.next_chunk(), first_frame)  # z of a full chunk
-            out[:, start:start + n] = frames[:, :n]
-            prev = out[:, start + n - 1]
+            states = step(prev, labels[:, start:start + n], noise.next_chunk(), first_frame)  # z of a full chunk
+            out[:, start:start + n] = states[:, :n, :3]
+            prev = out[:, start + n - 1] if states.shape[2] == 3 else states[:, n - 1].clone()
             if on_chunk is not None:
                 on_chunk(start, out[:, start:start + n])
             if progress is not None:
@@ -190,7 +195,7 @@ class VAE_Model(nn.Module):
         return pred.unflatten(0, (S, K))  # row s*K + k: sequence s, sample k
 
     def rollout_chunk(self, prev, labels, z, first_frame, next_frame=None):
-        """n frames after prev [B,3,H,W], given their poses labels [B,n,3,H,W], noise z [>=n,B,N,H,W]
+        """n states (see start()) after prev [B,C,H,W], given their poses labels [B,n,3,H,W], noise z [>=n,B,N,H,W]
         and the rollout's first frame (read by warp_ref only). The pose features of the chunk come from
         one batched call; the frames from a sequential chain of next_frame (default self.next_frame;
         cuda_graphs may pass a compiled one)."""
@@ -204,8 +209,8 @@ class VAE_Model(nn.Module):
         return torch.stack(frames, 1)
 
     def next_frame(self, prev, label_feat, eps, reference=None):
-        """One rollout step: x̂_t (fp32) from x̂_{t-1}, the features of p_t and the noise of step t."""
-        prev_feat = self.frame_transformation(prev)
+        """One rollout step: the state of x̂_t (fp32) from that of x̂_{t-1}, the features of p_t and the noise of step t."""
+        prev_feat = self.frame_transformation(prev[:, :3])
         z = self.prior_sample(prev_feat, label_feat, eps)
         return self.decode(prev, prev_feat, label_feat, z, reference).float()
 

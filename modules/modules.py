@@ -98,12 +98,18 @@ class Generator(nn.Sequential):
                5 channels, flow for x_{t-1}, flow for x_0, blend weight. The decoder also sees the features
                of x_0 (model.py), so the dancer's look can come back from the one frame that is never
                blurred, as SVG's decoder reads skip features of the last true frame.
-    flow_deadzone (warp, eval mode only): flow components under this many pixels are set to zero, so the
+    'warp_acc' the first frame warped once by the accumulated flow: each step predicts a small flow f_t
+               (2 channels, as 'warp'), the flow back to the first frame is composed,
+               F_t(p) = f_t(p) + F_{t-1}(p + f_t(p)), and x̂_t = x_0 warped by F_t. 'warp' resamples the
+               frame at every step, and 600 bilinear resamplings smear the dancer; here the colours are
+               resampled once, so the dancer stays sharp and a return to the first pose can give back x_0.
+               A step reads and returns a state [x̂_t, x_0, F_t] (8 channels, see start()).
+    flow_deadzone (warp heads, eval mode only): flow components under this many pixels are set to zero, so the
     sub-pixel noise of a static background does not blur it a little at every rollout step. Training
     keeps every flow: under a dead zone the zero-initialised head would get no gradient."""
 
-    ACTIVATIONS = ("sigmoid", "none", "residual", "warp", "warp_ref")
-    CHANNELS = {"warp": 2, "warp_ref": 5}
+    ACTIVATIONS = ("sigmoid", "none", "residual", "warp", "warp_ref", "warp_acc")
+    CHANNELS = {"warp": 2, "warp_ref": 5, "warp_acc": 2}
     REFERENCE_LOGIT = -4.0
 
     def __init__(self, input_nc, output_nc, output_activation="sigmoid", flow_deadzone=0.0):
@@ -118,13 +124,21 @@ class Generator(nn.Sequential):
             nn.Conv2d(d // 8, self.CHANNELS.get(output_activation, output_nc), kernel_size=1),
         )
         self.output_activation, self.flow_deadzone = output_activation, flow_deadzone
-        if output_activation in ("residual", "warp", "warp_ref"):
+        if output_activation in ("residual", "warp", "warp_ref", "warp_acc"):
             nn.init.zeros_(self[-1].weight)
             nn.init.zeros_(self[-1].bias)
         if output_activation == "warp_ref":  # blend weight sigmoid(-4) = 0.018: it starts almost as 'warp'
             nn.init.constant_(self[-1].bias[4:], self.REFERENCE_LOGIT)
 
+    def start(self, frame):
+        """The state a chain of steps starts from, given its first frame [B,3,H,W]: the frame itself, or
+        for warp_acc [frame, the source frame (itself), flow 0]. Its first 3 channels are always the frame."""
+        if self.output_activation != "warp_acc":
+            return frame
+        return torch.cat([frame, frame, frame.new_zeros(frame.shape[0], 2, *frame.shape[2:])], 1)
+
     def forward(self, x, prev_frame=None, reference_frame=None):
+        """prev_frame: the previous step's state (see start())."""
         out = super().forward(x)
         if self.output_activation == "sigmoid":
             return torch.sigmoid(out)
@@ -137,6 +151,11 @@ class Generator(nn.Sequential):
             from_prev = warp(prev_frame.float(), self.flow(out[:, :2]))
             from_ref = warp(reference_frame.float(), self.flow(out[:, 2:4]))
             return torch.lerp(from_prev, from_ref, torch.sigmoid(out[:, 4:].float()))
+        if self.output_activation == "warp_acc":
+            state = prev_frame.float()
+            source, step = state[:, 3:6], self.flow(out[:, :2])
+            flow = step + warp(state[:, 6:8], step)  # x̂_t(p) = x̂_{t-1}(p + f(p)) = x_0(p + f(p) + F_{t-1}(p + f(p)))
+            return torch.cat([warp(source, flow), source, flow], 1)
         return out
 
     def flow(self, out):

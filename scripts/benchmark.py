@@ -120,12 +120,12 @@ def cached_batches(sampler, batch_size, seed):
 @torch.no_grad()
 def plain_rollout(model, first, labels, noise):
     """The course's rollout: one sequence, the pose encoded frame by frame, eager fp32."""
-    frames, reference = [first], model.reference(first)
+    states, reference = [model.start(first)], model.reference(first)
     for t in range(1, labels.shape[1]):
-        label_feat, prev_feat = model.label_transformation(labels[:, t]), model.frame_transformation(frames[-1])
+        label_feat, prev_feat = model.label_transformation(labels[:, t]), model.frame_transformation(states[-1][:, :3])
         z = model.prior_sample(prev_feat, label_feat, noise.next())
-        frames.append(model.decode(frames[-1], prev_feat, label_feat, z, reference))
-    return torch.stack(frames, 1)
+        states.append(model.decode(states[-1], prev_feat, label_feat, z, reference))
+    return torch.stack(states, 1)[:, :, :3]
 
 
 def validation_psnr_both_ways(model, args, device, amp):

@@ -23,14 +23,14 @@ def random_rollout_inputs(S=3, T=40, H=32, W=64, seed=0):
 
 
 @pytest.mark.parametrize("activation,prior", [("sigmoid", "fixed"), ("residual", "fixed"), ("residual", "learned"), ("warp", "fixed"),
-                                              ("warp_ref", "fixed"), ("warp_ref", "learned")])
+                                              ("warp_ref", "fixed"), ("warp_ref", "learned"), ("warp_acc", "fixed")])
 def test_graphed_rollout_equals_eager_in_fp32(activation, prior, monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     torch.manual_seed(0)
     model = VAE_Model(output_activation=activation, prior=prior).cuda().eval()
     if prior == "learned":
         torch.nn.init.normal_(model.Learned_Prior[-1].weight, std=0.1)
-    if activation in ("residual", "warp", "warp_ref"):  # non-trivial (their last conv starts at zero)
+    if activation in ("residual", "warp", "warp_ref", "warp_acc"):  # non-trivial (their last conv starts at zero)
         torch.nn.init.normal_(model.Generator[-1].weight, std=0.1)
     first, labels = random_rollout_inputs()  # T = 40: two full chunks of 16 and a short one of 7
     noise = lambda: rollout_noise(model, 0, range(3), 0, 32, 64, "cuda")  # noqa: E731
@@ -113,7 +113,7 @@ def test_stream_writer_waits_for_each_cuda_chunk_to_land(tmp_path):
 
 
 @pytest.mark.parametrize("activation,prior,amp", [("warp", "fixed", False), ("warp_ref", "learned", False),
-                                                  ("warp", "fixed", True)])
+                                                  ("warp", "fixed", True), ("warp_acc", "fixed", False)])
 def test_graphed_training_steps_equal_eager_ones(activation, prior, amp, monkeypatch):
     """Forward and backward replayed as graphs give the eager losses and gradients, step after step,
     with teacher forcing on and off (two captures), and BatchNorm's statistics end the same."""

@@ -117,6 +117,29 @@ def test_warp_ref_blends_both_frames_each_warped_by_its_own_flow():
     assert torch.allclose(gen(x, prev, first), warp(first, shift(0.0, -1.0)), atol=1e-6)
 
 
+def test_warp_acc_composes_the_flows_and_resamples_the_first_frame_once():
+    """Four steps of half a pixel to the right: warp_acc gives the first frame warped once by 2 pixels
+    (sharp), where warp resamples four times (blurred); its state carries the source and the flow."""
+    from modules.modules import Generator, warp
+    acc, plain = Generator(8, 3, "warp_acc").eval(), Generator(8, 3, "warp").eval()
+    with torch.no_grad():
+        for gen in (acc, plain):
+            gen[-1].bias.copy_(torch.tensor([0.5, 0.0]))
+    x, first = torch.rand(2, 8, 6, 10), torch.rand(2, 3, 6, 10)
+    state, frame = acc.start(first), first
+    assert torch.equal(state[:, :3], first) and torch.equal(state[:, 3:6], first) and not state[:, 6:].any()
+    for _ in range(4):
+        state, frame = acc(x, state), plain(x, frame)
+    flow = torch.zeros(2, 2, 6, 10)
+    flow[:, 0] = 2.0
+    inner = (..., slice(None, -3))  # columns whose 2.5-pixel sources lie inside the frame
+    assert torch.allclose(state[:, 6:8][inner], flow[inner], atol=1e-5)  # 0.5 + 0.5 + 0.5 + 0.5
+    assert torch.allclose(state[:, :3][inner], warp(first, flow)[inner], atol=1e-5)
+    assert torch.equal(state[:, 3:6], first)
+    assert (frame - state[:, :3])[inner].abs().max() > 0.01  # the plain warp blurred it on the way
+    assert torch.allclose(state[:, :3][inner], first[..., 2:-1], atol=1e-5)  # exactly 2 pixels to the left
+
+
 def test_warp_ref_decoder_reads_the_first_frame_and_others_ignore_it():
     from model import rollout_noise
     torch.manual_seed(0)
@@ -143,12 +166,13 @@ def test_warp_is_the_identity_at_zero_flow_and_shifts_by_whole_pixels():
     assert torch.allclose(warp(x, flow)[..., 1:, :-2], x[..., :-1, 2:], atol=1e-5)
 
 
-@pytest.mark.parametrize("activation,channels", [("warp", 2), ("warp_ref", 5), ("sigmoid", 3), ("residual", 3)])
+@pytest.mark.parametrize("activation,channels", [("warp", 2), ("warp_ref", 5), ("warp_acc", 2), ("sigmoid", 3), ("residual", 3)])
 def test_output_heads_have_their_channels_and_stay_in_0_1(activation, channels):
     m = VAE_Model(8, 4, 4, 8, output_activation=activation)
     assert m.Generator[-1].out_channels == channels
     torch.nn.init.normal_(m.Generator[-1].weight, std=3.0)
     prev = torch.rand(2, 3, 16, 24)
     reference = m.reference(torch.rand(2, 3, 16, 24))
-    out = m.decode(prev, m.frame_transformation(prev), m.label_transformation(prev), torch.randn(2, 4, 16, 24), reference)
+    out = m.decode(m.start(prev), m.frame_transformation(prev), m.label_transformation(prev), torch.randn(2, 4, 16, 24),
+                   reference)[:, :3]  # the frame of the state (warp_acc's state has 8 channels)
     assert out.shape == (2, 3, 16, 24) and 0 <= out.min() and out.max() <= 1

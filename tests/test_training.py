@@ -62,7 +62,8 @@ def test_graphed_clip_loss_falls_back_to_the_eager_loss_and_says_so(capfd):
 
 
 @pytest.mark.parametrize("activation,prior", [("sigmoid", "fixed"), ("residual", "fixed"), ("sigmoid", "learned"),
-                                              ("warp", "fixed"), ("warp_ref", "fixed"), ("warp_ref", "learned")])
+                                              ("warp", "fixed"), ("warp_ref", "fixed"), ("warp_ref", "learned"),
+                                              ("warp_acc", "fixed")])
 @pytest.mark.parametrize("teacher_forcing", [True, False])
 def test_batched_over_time_equals_frame_by_frame_in_eval_mode(teacher_forcing, activation, prior):
     model = VAE_Model(8, 4, 4, 8, output_activation=activation, prior=prior).eval()
@@ -129,7 +130,7 @@ def test_quick_recipe_trains_a_warp_model_that_the_tester_rolls_out(tiny_data, t
 
 
 @pytest.mark.parametrize("activation,tolerance", [("residual", 1.001e-3),  # exact up to the logit clamp at 1e-3
-                                                  ("warp", 1e-5)])  # float rounding in grid_sample
+                                                  ("warp", 1e-5), ("warp_acc", 1e-5)])  # float rounding in grid_sample
 def test_untrained_residual_and_warp_models_copy_the_previous_frame(activation, tolerance):
     from model import rollout_noise
     model = VAE_Model(8, 4, 4, 8, output_activation=activation).eval()
