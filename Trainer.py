@@ -107,7 +107,8 @@ def build_parser():
     a("--output_activation", default="sigmoid", choices=Generator.ACTIVATIONS,
       help="'none' reproduces the course model (pixels may leave [0,1]); 'residual' predicts a change "
            "to the previous frame; 'warp' moves the previous frame's pixels by a predicted flow; 'warp_ref' "
-           "blends that with the first frame, warped too (the decoder also sees the first frame)")
+           "blends that with the first frame, warped too (the decoder also sees the first frame); 'warp_acc' "
+           "composes the flows and warps the first frame once per frame (experimental)")
     a("--prior", default="fixed", choices=PRIORS,
       help="z at validation/test: 'fixed' N(0,I) (the course, SVG-FP) or 'learned' p(z_t | x_t-1, p_t) (SVG-LP)")
     a("--eval_samples", type=int, default=1, help="rollouts per val sequence: mean and best-of-K PSNR/SSIM")

@@ -4,6 +4,8 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+
 from conftest import TINY
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
@@ -41,14 +43,17 @@ def test_benchmark_scores_a_checkpoint_the_same_both_ways_in_fp32(trained, capsy
     assert abs(figures["val_psnr_plain_fp32"] - trained_psnr) < 1e-3  # the checkpoint's weights were loaded
 
 
-def test_plain_rollout_samples_the_learned_prior_like_the_fast_one():
+@pytest.mark.parametrize("activation,prior", [("residual", "learned"), ("warp_acc", "fixed")])
+def test_plain_rollout_equals_the_fast_one(activation, prior):
+    """The learned prior is sampled alike, and warp_acc's state (flow, source) crosses the chunk boundary."""
     import torch
     from model import VAE_Model, rollout_noise
     spec = importlib.util.spec_from_file_location("benchmark", SCRIPT)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    model = VAE_Model(8, 4, 4, 8, output_activation="residual", prior="learned").eval()
-    torch.nn.init.normal_(model.Learned_Prior[-1].weight, std=0.3)
+    model = VAE_Model(8, 4, 4, 8, output_activation=activation, prior=prior).eval()
+    if prior == "learned":
+        torch.nn.init.normal_(model.Learned_Prior[-1].weight, std=0.3)
     torch.nn.init.normal_(model.Generator[-1].weight, std=0.1)  # frames depend on the previous one
     g = torch.Generator().manual_seed(0)
     first, labels = torch.rand(1, 3, 16, 24, generator=g), torch.rand(1, 20, 3, 16, 24, generator=g)
