@@ -140,6 +140,10 @@ def build_parser():
     a("--reference_gap", type=int, default=0, metavar="FRAMES",
       help="warp_ref only: in training the first frame it reads is 0..FRAMES frames before the clip's first "
            "(a new draw per clip and epoch), as validation reads one up to 629 frames back (0: the clip's own)")
+    a("--start_jitter", type=float, default=0.0, metavar="PIXELS",
+      help="in training, warp each clip's first frame by a smooth random flow of up to PIXELS pixels (a new draw "
+           "per clip and epoch): free-running clips then learn to correct a start that has drifted, as a long "
+           "rollout's frames have (0: off)")
     a("--ema", type=float, default=0.0, help="decay of an exponential moving average of the weights; validation, "
       "the checkpoints' state_dict and so the Tester use the average (0: off, the raw weights)")
     a("--max_bad_steps", type=int, default=20, help="stop after this many non-finite losses in a row")
@@ -174,6 +178,8 @@ def parse_args(argv=None):
             parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
     if args.reference_gap < 0:
         parser.error(f"--reference_gap must be >= 0 frames, got {args.reference_gap}")
+    if args.start_jitter < 0:
+        parser.error(f"--start_jitter must be >= 0 pixels, got {args.start_jitter}")
     if args.flow_deadzone < 0:
         parser.error(f"--flow_deadzone must be >= 0 pixels, got {args.flow_deadzone}")
     if not 0 <= args.ema < 1:
@@ -264,7 +270,7 @@ def train_one_epoch(model, optimizer, sampler, args, run, epoch, stop, ctx=None,
     run["in_epoch"] = pos
     resume_position(pos, args.batch_size, ctx.world)
     batches = itertools.islice(sampler.epoch_batches(partial, args.batch_size, args.seed, epoch, ctx.rank, ctx.world,
-                                                     args.reference_gap), pos["step"], None)
+                                                     args.reference_gap, args.start_jitter), pos["step"], None)
     bar = tqdm(batches, total=steps, initial=pos["step"], desc=f"epoch {epoch}", ncols=120, leave=False,
                disable=None if ctx.is_main else True)
     for step, (img, label, reference) in enumerate(bar, start=pos["step"]):

@@ -19,6 +19,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from modules.modules import warp
+
 CACHE_VERSION = 1
 _STEM = re.compile(r"^(?:frame)?(\d+)$")
 _memory_cache = {}  # cache key -> uint8 array, shared by every Dataset_Dance of this process
@@ -272,6 +274,18 @@ def load_test_gt(gt_root, names, video_len, frame_H, frame_W, cache_dir=None):
         len(names), video_len, 3, frame_H, frame_W)
 
 
+def jitter_fields(n, pixels, generator, grid=(3, 5)):
+    """n coarse random flows [n,2,*grid]: uniform in [-1,1], each scaled by its own uniform factor in
+    [0, pixels], so clips get every drift from none to `pixels`."""
+    field = torch.rand(n, 2, *grid, generator=generator) * 2 - 1
+    return field * torch.rand(n, 1, 1, 1, generator=generator) * pixels
+
+
+def jitter_flow(fields, size):
+    """Coarse fields [n,2,h,w] -> smooth flows [n,2,H,W] in pixels (bilinear)."""
+    return torch.nn.functional.interpolate(fields, size=tuple(size), mode="bilinear", align_corners=True)
+
+
 class ClipSampler:
     """Training clips gathered by indexing the decoded uint8 frames: no decoding, no workers.
     The order of each epoch is a permutation seeded by (seed, epoch), so a resume replays it."""
@@ -287,18 +301,24 @@ class ClipSampler:
         last_start = int(len(self.frames) * partial) - 1 - self.stride * (self.video_len - 1)
         return last_start // self.video_len + 1 if last_start >= 0 else 0
 
-    def epoch_batches(self, partial, batch_size, seed, epoch, rank=0, world=1, reference_gap=0):
+    def epoch_batches(self, partial, batch_size, seed, epoch, rank=0, world=1, reference_gap=0, start_jitter=0.0):
         """Batches (img, label, reference) of `batch_size` clips for this rank. Every rank draws the same
         permutation; global batch i is order[i*B*world:(i+1)*B*world] and rank r takes its r-th slice of B.
         reference: None, or with reference_gap > 0 the frame 0..reference_gap frames (drawn per clip and
-        epoch) before each clip's first, clamped at frame 0: the x_0 that warp_ref reads."""
+        epoch) before each clip's first, clamped at frame 0: the x_0 that warp_ref reads.
+        start_jitter > 0: each clip's first frame is warped by a smooth random flow of up to that many
+        pixels (drawn per clip and epoch), a start that has drifted like a long rollout's frames."""
         g = torch.Generator().manual_seed(seed * 100_003 + epoch)
         order = torch.randperm(self.num_clips(partial), generator=g)
         gaps = torch.randint(0, reference_gap + 1, (len(order),), generator=g) if reference_gap > 0 else None
+        jitter = jitter_fields(len(order), start_jitter, g) if start_jitter > 0 else None
         step = batch_size * world
         for start in range(0, len(order) - step + 1, step):  # drop_last, as the course
             ids = order[start + rank * batch_size:start + (rank + 1) * batch_size]
-            yield *self.clips(ids), None if gaps is None else self.reference_frames(ids, gaps[ids])
+            img, label = self.clips(ids)
+            if jitter is not None:
+                img[:, 0] = warp(img[:, 0], jitter_flow(jitter[ids].to(img.device), img.shape[-2:]))
+            yield img, label, None if gaps is None else self.reference_frames(ids, gaps[ids])
 
     def reference_frames(self, clip_ids, gaps):
         index = (clip_ids * self.video_len - gaps).clamp(min=0).to(self.frames.device)

@@ -11,6 +11,7 @@ import checkpoint
 import Trainer
 from conftest import TINY, moving_square
 from model import VAE_Model
+import dataloader
 from dataloader import ClipSampler
 from schedules import kl_annealing, lr_at, next_tfr, use_teacher_forcing
 
@@ -604,3 +605,29 @@ def test_amp_trains_in_bf16_on_cpu_too(tiny_data, tmp_path):
         losses[name] = float(next(csv.DictReader(open(tmp_path / name / "history.csv")))["train_loss"])
     assert math.isfinite(losses["bf16"]) and losses["bf16"] != losses["fp32"]  # autocast ran, and nothing blew up
     assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.2)
+
+
+def test_start_jitter_warps_only_each_clips_first_frame_smoothly_and_replays_on_resume(capsys):
+    g = torch.Generator().manual_seed(0)
+
+    class Frames:
+        frames = labels = (torch.rand(40, 3, 8, 12, generator=g) * 255).to(torch.uint8).numpy()
+        video_len = 4
+    sampler = ClipSampler(Frames, "cpu")
+    plain = list(sampler.epoch_batches(1.0, 2, seed=1, epoch=3))
+    jittered = list(sampler.epoch_batches(1.0, 2, seed=1, epoch=3, start_jitter=2.0))
+    moved = []
+    for (img, label, _), (img_j, label_j, _) in zip(plain, jittered):
+        assert torch.equal(img[:, 1:], img_j[:, 1:]) and torch.equal(label, label_j)  # the targets stay true
+        moved.append((img[:, 0] - img_j[:, 0]).abs().amax((1, 2, 3)))
+    moved = torch.cat(moved)
+    assert (moved > 0.01).float().mean() > 0.5 and len(set(moved.tolist())) > 5  # drawn per clip
+    flow = dataloader.jitter_flow(dataloader.jitter_fields(50, 2.0, torch.Generator().manual_seed(0)), (32, 64))
+    assert flow.abs().max() <= 2.0 and flow.abs().max() > 1.0  # up to 2 pixels
+    assert (flow[..., 1:] - flow[..., :-1]).abs().max() < 0.3  # smooth: neighbours move alike (4 px over 16 at most)
+    assert (flow[..., 1:, :] - flow[..., :-1, :]).abs().max() < 0.3
+    again = list(sampler.epoch_batches(1.0, 2, seed=1, epoch=3, start_jitter=2.0))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(again, jittered))  # a resume replays the same starts
+    with pytest.raises(SystemExit):
+        Trainer.parse_args(["--start_jitter", "-1"])
+    assert "--start_jitter must be >= 0" in capsys.readouterr().err
