@@ -144,6 +144,9 @@ def build_parser():
       help="in training, warp each clip's first frame by a smooth random flow of up to PIXELS pixels (a new draw "
            "per clip and epoch): free-running clips then learn to correct a start that has drifted, as a long "
            "rollout's frames have (0: off)")
+    a("--start_lag", type=int, default=0, metavar="FRAMES",
+      help="in training, each clip starts from the frame 0..FRAMES frames before its first (a new draw per clip "
+           "and epoch): free-running clips then learn to catch up a dancer that lags behind the poses (0: off)")
     a("--ema", type=float, default=0.0, help="decay of an exponential moving average of the weights; validation, "
       "the checkpoints' state_dict and so the Tester use the average (0: off, the raw weights)")
     a("--max_bad_steps", type=int, default=20, help="stop after this many non-finite losses in a row")
@@ -178,6 +181,8 @@ def parse_args(argv=None):
             parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
     if args.reference_gap < 0:
         parser.error(f"--reference_gap must be >= 0 frames, got {args.reference_gap}")
+    if args.start_lag < 0:
+        parser.error(f"--start_lag must be >= 0 frames, got {args.start_lag}")
     if args.start_jitter < 0:
         parser.error(f"--start_jitter must be >= 0 pixels, got {args.start_jitter}")
     if args.flow_deadzone < 0:
@@ -270,7 +275,8 @@ def train_one_epoch(model, optimizer, sampler, args, run, epoch, stop, ctx=None,
     run["in_epoch"] = pos
     resume_position(pos, args.batch_size, ctx.world)
     batches = itertools.islice(sampler.epoch_batches(partial, args.batch_size, args.seed, epoch, ctx.rank, ctx.world,
-                                                     args.reference_gap, args.start_jitter), pos["step"], None)
+                                                     args.reference_gap, args.start_jitter, args.start_lag),
+                               pos["step"], None)
     bar = tqdm(batches, total=steps, initial=pos["step"], desc=f"epoch {epoch}", ncols=120, leave=False,
                disable=None if ctx.is_main else True)
     for step, (img, label, reference) in enumerate(bar, start=pos["step"]):

@@ -301,21 +301,27 @@ class ClipSampler:
         last_start = int(len(self.frames) * partial) - 1 - self.stride * (self.video_len - 1)
         return last_start // self.video_len + 1 if last_start >= 0 else 0
 
-    def epoch_batches(self, partial, batch_size, seed, epoch, rank=0, world=1, reference_gap=0, start_jitter=0.0):
+    def epoch_batches(self, partial, batch_size, seed, epoch, rank=0, world=1, reference_gap=0, start_jitter=0.0,
+                      start_lag=0):
         """Batches (img, label, reference) of `batch_size` clips for this rank. Every rank draws the same
         permutation; global batch i is order[i*B*world:(i+1)*B*world] and rank r takes its r-th slice of B.
         reference: None, or with reference_gap > 0 the frame 0..reference_gap frames (drawn per clip and
         epoch) before each clip's first, clamped at frame 0: the x_0 that warp_ref reads.
         start_jitter > 0: each clip's first frame is warped by a smooth random flow of up to that many
-        pixels (drawn per clip and epoch), a start that has drifted like a long rollout's frames."""
+        pixels (drawn per clip and epoch), a start that has drifted like a long rollout's frames.
+        start_lag > 0: each clip's first frame is the frame 0..start_lag frames (drawn per clip and epoch)
+        before it, clamped at frame 0: a start that lags behind the poses, as a long rollout's dancer does."""
         g = torch.Generator().manual_seed(seed * 100_003 + epoch)
         order = torch.randperm(self.num_clips(partial), generator=g)
         gaps = torch.randint(0, reference_gap + 1, (len(order),), generator=g) if reference_gap > 0 else None
         jitter = jitter_fields(len(order), start_jitter, g) if start_jitter > 0 else None
+        lags = torch.randint(0, start_lag + 1, (len(order),), generator=g) if start_lag > 0 else None
         step = batch_size * world
         for start in range(0, len(order) - step + 1, step):  # drop_last, as the course
             ids = order[start + rank * batch_size:start + (rank + 1) * batch_size]
             img, label = self.clips(ids)
+            if lags is not None:
+                img[:, 0] = self.reference_frames(ids, lags[ids])
             if jitter is not None:
                 img[:, 0] = warp(img[:, 0], jitter_flow(jitter[ids].to(img.device), img.shape[-2:]))
             yield img, label, None if gaps is None else self.reference_frames(ids, gaps[ids])

@@ -631,3 +631,24 @@ def test_start_jitter_warps_only_each_clips_first_frame_smoothly_and_replays_on_
     with pytest.raises(SystemExit):
         Trainer.parse_args(["--start_jitter", "-1"])
     assert "--start_jitter must be >= 0" in capsys.readouterr().err
+
+
+def test_start_lag_replaces_only_each_clips_first_frame_by_an_earlier_one(capsys):
+    class Frames:
+        frames = labels = np.arange(40, dtype=np.uint8).reshape(40, 1, 1, 1).repeat(3, 1)
+        video_len = 4
+    sampler = ClipSampler(Frames, "cpu")
+    plain = list(sampler.epoch_batches(1.0, 2, seed=1, epoch=3))
+    lagged = list(sampler.epoch_batches(1.0, 2, seed=1, epoch=3, start_lag=3))
+    lags = []
+    for (img, label, _), (img_l, label_l, _) in zip(plain, lagged):
+        assert torch.equal(img[:, 1:], img_l[:, 1:]) and torch.equal(label, label_l)  # targets and poses stay
+        lags += ((img[:, 0] - img_l[:, 0])[:, 0, 0, 0] * 255).round().tolist()
+    starts = [(img[:, 0, 0, 0, 0] * 255).round().tolist() for img, _, _ in plain]
+    assert all(0 <= lag <= 3 for lag in lags) and len(set(lags)) > 2  # drawn per clip, never a later frame
+    assert any(s == 0 for row in starts for s in row)  # clip 0 is in there: its start clamps at frame 0
+    again = list(sampler.epoch_batches(1.0, 2, seed=1, epoch=3, start_lag=3))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(again, lagged))  # a resume replays them
+    with pytest.raises(SystemExit):
+        Trainer.parse_args(["--start_lag", "-1"])
+    assert "--start_lag must be >= 0" in capsys.readouterr().err
