@@ -112,7 +112,8 @@ class VAE_Model(nn.Module):
             eps = torch.randn(B, T - 1, self.N_dim, *img.shape[-2:], device=img.device, dtype=img.dtype)
         run = self._frames_one_by_one if per_frame else self._frames_batched_over_time
         preds, mus, logvars, priors = run(img, label, teacher_forcing, detach_prev, eps, reference_frame)
-        preds, mus, logvars = preds[:, :, :3].float(), mus.float(), logvars.float()  # states -> frames  # the loss in fp32, also under --amp
+        # states -> frames; the loss in fp32, also under --amp
+        preds, mus, logvars = preds[:, :, :3].float(), mus.float(), logvars.float()
         mse = sum(F.mse_loss(preds[:, t], img[:, t + 1]) for t in range(T - 1))
         prior_at = (lambda t: None) if priors is None else (lambda t: (priors[0][:, t].float(), priors[1][:, t].float()))
         kl = sum(self.kl(mus[:, t], logvars[:, t], prior_at(t), B) for t in range(T - 1))
@@ -177,7 +178,7 @@ class VAE_Model(nn.Module):
             n = min(noise.chunk, T - start)
             states = step(prev, labels[:, start:start + n], noise.next_chunk(), first_frame)  # z of a full chunk
             out[:, start:start + n] = states[:, :n, :3]
-            prev = out[:, start + n - 1] if states.shape[2] == 3 else states[:, n - 1].clone()
+            prev = states[:, n - 1].clone()  # the step may overwrite its output buffer next call
             if on_chunk is not None:
                 on_chunk(start, out[:, start:start + n])
             if progress is not None:

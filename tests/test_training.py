@@ -488,13 +488,16 @@ def test_an_interrupted_epoch_resumes_at_the_same_clip_with_other_batches():
         Trainer.resume_position(pos, batch_size=5, world=1)
 
 
+class RampFrames:
+    """A dataset of 40 one-pixel frames whose value is their index (frames and labels alike), clips of 4."""
+    frames = labels = np.arange(40, dtype=np.uint8).reshape(40, 1, 1, 1).repeat(3, 1)
+    video_len = 4
+
+
 def test_frame_stride_clips_take_every_kth_frame_and_stride_1_is_the_course():
-    class Frames:
-        frames = labels = np.arange(40, dtype=np.uint8).reshape(40, 1, 1, 1).repeat(3, 1)
-        video_len = 4
-    course = ClipSampler(Frames, "cpu")
+    course = ClipSampler(RampFrames, "cpu")
     assert course.num_clips(1.0) == 10 and course.num_clips(0.5) == 5
-    strided = ClipSampler(Frames, "cpu", stride=3)
+    strided = ClipSampler(RampFrames, "cpu", stride=3)
     assert strided.num_clips(1.0) == 8  # the last start, 28, takes frames 28..37
     img, _ = strided.clips(torch.tensor([0, 7]))
     assert (img[:, :, 0, 0, 0] * 255).round().tolist() == [[0, 3, 6, 9], [28, 31, 34, 37]]
@@ -526,10 +529,7 @@ def test_max_minutes_runs_the_epochs_that_fit(tiny_data, tmp_path, monkeypatch, 
 
 
 def test_reference_gap_draws_earlier_frames_per_clip_and_keeps_the_clip_order(capsys):
-    class Frames:
-        frames = labels = np.arange(40, dtype=np.uint8).reshape(40, 1, 1, 1).repeat(3, 1)
-        video_len = 4
-    sampler = ClipSampler(Frames, "cpu")
+    sampler = ClipSampler(RampFrames, "cpu")
     plain = list(sampler.epoch_batches(1.0, 2, seed=1, epoch=3))
     gapped = list(sampler.epoch_batches(1.0, 2, seed=1, epoch=3, reference_gap=6))
     assert all(ref is None for _, _, ref in plain)
@@ -634,10 +634,7 @@ def test_start_jitter_warps_only_each_clips_first_frame_smoothly_and_replays_on_
 
 
 def test_start_lag_replaces_only_each_clips_first_frame_by_an_earlier_one(capsys):
-    class Frames:
-        frames = labels = np.arange(40, dtype=np.uint8).reshape(40, 1, 1, 1).repeat(3, 1)
-        video_len = 4
-    sampler = ClipSampler(Frames, "cpu")
+    sampler = ClipSampler(RampFrames, "cpu")
     plain = list(sampler.epoch_batches(1.0, 2, seed=1, epoch=3))
     lagged = list(sampler.epoch_batches(1.0, 2, seed=1, epoch=3, start_lag=3))
     lags = []
