@@ -140,6 +140,9 @@ def build_parser():
     a("--reference_gap", type=int, default=0, metavar="FRAMES",
       help="warp_ref only: in training the first frame it reads is 0..FRAMES frames before the clip's first "
            "(a new draw per clip and epoch), as validation reads one up to 629 frames back (0: the clip's own)")
+    a("--reference_pose", action=argparse.BooleanOptionalAction, default=False,
+      help="warp_ref only: the decoder also reads the features of the first frame's pose label, so it can tell "
+           "when the dancer is back in the first pose (experimental)")
     a("--start_jitter", type=float, default=0.0, metavar="PIXELS",
       help="in training, warp each clip's first frame by a smooth random flow of up to PIXELS pixels (a new draw "
            "per clip and epoch): free-running clips then learn to correct a start that has drifted, as a long "
@@ -179,6 +182,8 @@ def parse_args(argv=None):
     for flag in ("batch_size", "per_save", "train_vi_len", "val_vi_len", "frame_H", "frame_W", "eval_samples", "frame_stride"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    if args.reference_pose and args.output_activation != "warp_ref" and not args.ckpt_path:  # a resume: the model checks
+        parser.error(f"--reference_pose needs --output_activation warp_ref, got {args.output_activation}")
     if args.reference_gap < 0:
         parser.error(f"--reference_gap must be >= 0 frames, got {args.reference_gap}")
     if args.start_lag < 0:
@@ -275,7 +280,8 @@ def train_one_epoch(model, optimizer, sampler, args, run, epoch, stop, ctx=None,
     run["in_epoch"] = pos
     resume_position(pos, args.batch_size, ctx.world)
     batches = itertools.islice(sampler.epoch_batches(partial, args.batch_size, args.seed, epoch, ctx.rank, ctx.world,
-                                                     args.reference_gap, args.start_jitter, args.start_lag),
+                                                     args.reference_gap, args.start_jitter, args.start_lag,
+                                                     args.reference_pose),
                                pos["step"], None)
     bar = tqdm(batches, total=steps, initial=pos["step"], desc=f"epoch {epoch}", ncols=120, leave=False,
                disable=None if ctx.is_main else True)

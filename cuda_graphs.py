@@ -46,46 +46,46 @@ class GraphedRollout:
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp, cache_enabled=False)
 
     @torch.no_grad()
-    def __call__(self, prev, labels, z, first_frame):
+    def __call__(self, prev, labels, z, anchor):
         if self.model.training:
             raise RuntimeError("GraphedRollout replays eval mode: call model.eval() first")
         if self.failed:
-            return self.eager(prev, labels, z, first_frame)
+            return self.eager(prev, labels, z, anchor)
         n, chunk = labels.shape[1], z.shape[0]  # z always holds a full chunk
         if n < chunk:  # the last, short chunk: pad to the captured length, the extra frames are dropped
             labels = torch.cat([labels, labels[:, -1:].expand(-1, chunk - n, *labels.shape[2:])], 1)
         key = (tuple(prev.shape), tuple(labels.shape), self.amp)
         if key not in self.graphs:
             try:
-                self.graphs[key] = self.capture(prev, labels, z, first_frame)
+                self.graphs[key] = self.capture(prev, labels, z, anchor)
             except Exception as e:  # a slower rollout beats a lost run: say so once, go on eagerly
                 print(f"warning: CUDA graph capture failed ({first_line(e)}); rolling out eagerly "
                       f"(--no-cuda_graph silences this)", file=sys.stderr)
                 self.failed = True
-                return self.eager(prev, labels, z, first_frame)
+                return self.eager(prev, labels, z, anchor)
         g = self.graphs[key]
         g.prev.copy_(prev)
         g.labels.copy_(labels)
         g.z.copy_(z)
-        g.first.copy_(first_frame)
+        g.anchor.copy_(anchor)
         g.graph.replay()
         return g.out
 
-    def eager(self, prev, labels, z, first_frame):
+    def eager(self, prev, labels, z, anchor):
         with self.autocast():
-            return self.model.rollout_chunk(prev, labels, z, first_frame)  # never the compiled step: it may be what failed
+            return self.model.rollout_chunk(prev, labels, z, anchor)  # never the compiled step: it may be what failed
 
-    def capture(self, prev, labels, z, first_frame):
-        g = SimpleNamespace(prev=prev.float().clone(), labels=labels.clone(), z=z.clone(), first=first_frame.float().clone(),
+    def capture(self, prev, labels, z, anchor):
+        g = SimpleNamespace(prev=prev.float().clone(), labels=labels.clone(), z=z.clone(), anchor=anchor.float().clone(),
                             graph=torch.cuda.CUDAGraph())
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side), self.autocast():  # warm-up: cuDNN picks its kernels outside the capture
             for _ in range(2):
-                self.model.rollout_chunk(g.prev, g.labels, g.z, g.first, self.next_frame)
+                self.model.rollout_chunk(g.prev, g.labels, g.z, g.anchor, self.next_frame)
         torch.cuda.current_stream().wait_stream(side)
         with torch.cuda.graph(g.graph), self.autocast():
-            g.out = self.model.rollout_chunk(g.prev, g.labels, g.z, g.first, self.next_frame)
+            g.out = self.model.rollout_chunk(g.prev, g.labels, g.z, g.anchor, self.next_frame)
         return g
 
 

@@ -302,11 +302,12 @@ class ClipSampler:
         return last_start // self.video_len + 1 if last_start >= 0 else 0
 
     def epoch_batches(self, partial, batch_size, seed, epoch, rank=0, world=1, reference_gap=0, start_jitter=0.0,
-                      start_lag=0):
+                      start_lag=0, reference_pose=False):
         """Batches (img, label, reference) of `batch_size` clips for this rank. Every rank draws the same
         permutation; global batch i is order[i*B*world:(i+1)*B*world] and rank r takes its r-th slice of B.
         reference: None, or with reference_gap > 0 the frame 0..reference_gap frames (drawn per clip and
-        epoch) before each clip's first, clamped at frame 0: the x_0 that warp_ref reads.
+        epoch) before each clip's first, clamped at frame 0: the x_0 that warp_ref reads (with reference_pose,
+        x_0 and its pose label, 6 channels: VAE_Model.anchor()).
         start_jitter > 0: each clip's first frame is warped by a smooth random flow of up to that many
         pixels (drawn per clip and epoch), a start that has drifted like a long rollout's frames.
         start_lag > 0: each clip's first frame is the frame 0..start_lag frames (drawn per clip and epoch)
@@ -324,11 +325,12 @@ class ClipSampler:
                 img[:, 0] = self.reference_frames(ids, lags[ids])
             if jitter is not None:
                 img[:, 0] = warp(img[:, 0], jitter_flow(jitter[ids].to(img.device), img.shape[-2:]))
-            yield img, label, None if gaps is None else self.reference_frames(ids, gaps[ids])
+            yield img, label, None if gaps is None else self.reference_frames(ids, gaps[ids], reference_pose)
 
-    def reference_frames(self, clip_ids, gaps):
+    def reference_frames(self, clip_ids, gaps, with_label=False):
         index = (clip_ids * self.video_len - gaps).clamp(min=0).to(self.frames.device)
-        return self.frames[index].float().div_(255)
+        frames = self.frames[index]
+        return (torch.cat([frames, self.labels[index]], 1) if with_label else frames).float().div_(255)
 
     def clips(self, clip_ids):
         offsets = torch.arange(self.video_len) * self.stride

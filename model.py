@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from modules import (Decoder_Fusion, Gaussian_Predictor, Generator, Label_Encoder, RGB_Encoder,
                      check_dims, reparameterize)
 
-ARCH_FLAGS = ("F_dim", "L_dim", "N_dim", "D_out_dim", "output_activation", "prior", "frame_H", "frame_W")
+ARCH_FLAGS = ("F_dim", "L_dim", "N_dim", "D_out_dim", "output_activation", "prior", "frame_H", "frame_W",
+              "reference_pose")
 PRIORS = ("fixed", "learned")
 
 
@@ -30,7 +31,7 @@ def kl_gaussians(mu_q, logvar_q, mu_p, logvar_p, batch_size):
 
 class VAE_Model(nn.Module):
     def __init__(self, F_dim=128, L_dim=32, N_dim=12, D_out_dim=192, output_activation="sigmoid",
-                 zero_init_posterior=False, prior="fixed", flow_deadzone=0.0):
+                 zero_init_posterior=False, prior="fixed", flow_deadzone=0.0, reference_pose=False):
         super().__init__()
         check_dims(F_dim, L_dim, N_dim, D_out_dim)
         self.N_dim = N_dim
@@ -38,7 +39,11 @@ class VAE_Model(nn.Module):
         self.label_transformation = Label_Encoder(3, L_dim)
         self.Gaussian_Predictor = Gaussian_Predictor(F_dim + L_dim, N_dim)
         self.uses_reference = output_activation == "warp_ref"  # the decoder also sees the first frame's features
-        self.Decoder_Fusion = Decoder_Fusion(F_dim + L_dim + N_dim + F_dim * self.uses_reference, D_out_dim)
+        if reference_pose and not self.uses_reference:
+            raise ValueError("--reference_pose needs --output_activation warp_ref")
+        self.reference_pose = reference_pose  # ... and those of the first frame's pose label
+        reference_dim = (F_dim + L_dim * reference_pose) * self.uses_reference
+        self.Decoder_Fusion = Decoder_Fusion(F_dim + L_dim + N_dim + reference_dim, D_out_dim)
         self.Generator = Generator(D_out_dim, 3, output_activation, flow_deadzone)
         if zero_init_posterior:  # mu = logvar = 0 at start: KL starts at 0 instead of thousands
             nn.init.zeros_(self.Gaussian_Predictor[-1].weight)
@@ -55,7 +60,7 @@ class VAE_Model(nn.Module):
     def from_args(cls, args):
         return cls(args.F_dim, args.L_dim, args.N_dim, args.D_out_dim, args.output_activation,
                    getattr(args, "zero_init_posterior", False), getattr(args, "prior", "fixed"),
-                   getattr(args, "flow_deadzone", 0.0))
+                   getattr(args, "flow_deadzone", 0.0), getattr(args, "reference_pose", False) or False)
 
     def prior(self, prev_feat, label_feat):
         """(mu, logvar) of the learned prior p(z_t | x_{t-1}, p_t), or None for the fixed N(0, I)."""
@@ -76,11 +81,21 @@ class VAE_Model(nn.Module):
         A step reads the previous state and returns the next; its first 3 channels are the frame."""
         return self.Generator.start(frame)
 
-    def reference(self, first_frame, first_feat=None):
-        """(x_0, its features) for --output_activation warp_ref, else None."""
+    def anchor(self, first_frame, first_label):
+        """What a chain of steps keeps of its start for warp_ref: x_0 [B,3,H,W], or with --reference_pose
+        x_0 and its pose label p_0 as one [B,6,H,W] tensor (so rollouts and graphs carry one tensor)."""
+        return torch.cat([first_frame, first_label], 1) if self.reference_pose else first_frame
+
+    def reference(self, anchor, first_feat=None):
+        """(x_0, the features the decoder reads of it) for --output_activation warp_ref, else None.
+        anchor: from anchor(); first_feat: the features of x_0 if already computed."""
         if not self.uses_reference:
             return None
-        return first_frame, self.frame_transformation(first_frame) if first_feat is None else first_feat
+        frame = anchor[:, :3]
+        feat = self.frame_transformation(frame) if first_feat is None else first_feat
+        if self.reference_pose:  # the pose of x_0 beside the pose of x_t: "the dancer is back where x_0 was"
+            feat = torch.cat([feat, self.label_transformation(anchor[:, 3:6])], 1)
+        return frame, feat
 
     def decode(self, prev_frame, prev_feat, label_feat, z, reference=None):
         """x̂_t from the previous state (see start(); its pixels matter only to the residual and warp heads)
@@ -104,8 +119,8 @@ class VAE_Model(nn.Module):
         otherwise from the model's own x̂_{t-1} (x̂_0 = x_0). The posterior always sees the true x_t.
         per_frame=True runs the course's frame-by-frame loop (Label_Encoder's BatchNorm sees B
         samples); False batches everything that does not depend on predictions over time (B*T).
-        eps: optional reparameterisation noise [B,T-1,N,H,W]. reference_frame: the x_0 [B,3,H,W] that
-        warp_ref reads (default img[:, 0]). Returns (loss, mse, kl, predictions).
+        eps: optional reparameterisation noise [B,T-1,N,H,W]. reference_frame: the anchor (see anchor())
+        that warp_ref reads (default: that of img[:, 0], label[:, 0]). Returns (loss, mse, kl, predictions).
         """
         B, T = img.shape[:2]
         if eps is None:
@@ -121,7 +136,8 @@ class VAE_Model(nn.Module):
 
     def _frames_one_by_one(self, img, label, teacher_forcing, detach_prev, eps, reference_frame):
         preds, mus, logvars, priors = [], [], [], []
-        prev, reference = self.start(img[:, 0]), self.reference(img[:, 0] if reference_frame is None else reference_frame)
+        anchor = self.anchor(img[:, 0], label[:, 0]) if reference_frame is None else reference_frame
+        prev, reference = self.start(img[:, 0]), self.reference(anchor)
         for t in range(1, img.shape[1]):
             label_feat = self.label_transformation(label[:, t])
             z, mu, logvar = self.Gaussian_Predictor(self.frame_transformation(img[:, t]), label_feat, eps[:, t - 1])
@@ -141,7 +157,10 @@ class VAE_Model(nn.Module):
         label_feat = self.label_transformation(flat(label[:, 1:])).unflatten(0, (B, T - 1))
         z, mu, logvar = self.Gaussian_Predictor(flat(frame_feat[:, 1:]), flat(label_feat), flat(eps))
         z, mu, logvar = (x.unflatten(0, (B, T - 1)) for x in (z, mu, logvar))
-        reference = self.reference(img[:, 0], frame_feat[:, 0]) if reference_frame is None else self.reference(reference_frame)
+        if reference_frame is None:
+            reference = self.reference(self.anchor(img[:, 0], label[:, 0]), frame_feat[:, 0])
+        else:
+            reference = self.reference(reference_frame)
         if teacher_forcing:  # every previous frame is known: one parallel call over time
             prior = self.prior(flat(frame_feat[:, :-1]), flat(label_feat))
             prior = None if prior is None else tuple(p.unflatten(0, (B, T - 1)) for p in prior)
@@ -173,10 +192,10 @@ class VAE_Model(nn.Module):
         B, T = labels.shape[:2]
         out = torch.empty(B, T, *first_frame.shape[1:], device=first_frame.device)
         out[:, 0] = first_frame
-        prev = self.start(first_frame)
+        prev, anchor = self.start(first_frame), self.anchor(first_frame, labels[:, 0])
         for start in range(1, T, noise.chunk):
             n = min(noise.chunk, T - start)
-            states = step(prev, labels[:, start:start + n], noise.next_chunk(), first_frame)  # z of a full chunk
+            states = step(prev, labels[:, start:start + n], noise.next_chunk(), anchor)  # z of a full chunk
             out[:, start:start + n] = states[:, :n, :3]
             prev = states[:, n - 1].clone()  # the step may overwrite its output buffer next call
             if on_chunk is not None:
@@ -195,14 +214,14 @@ class VAE_Model(nn.Module):
                             on_chunk)
         return pred.unflatten(0, (S, K))  # row s*K + k: sequence s, sample k
 
-    def rollout_chunk(self, prev, labels, z, first_frame, next_frame=None):
+    def rollout_chunk(self, prev, labels, z, anchor, next_frame=None):
         """n states (see start()) after prev [B,C,H,W], given their poses labels [B,n,3,H,W], noise z [>=n,B,N,H,W]
-        and the rollout's first frame (read by warp_ref only). The pose features of the chunk come from
+        and the rollout's anchor (see anchor(); read by warp_ref only). The pose features of the chunk come from
         one batched call; the frames from a sequential chain of next_frame (default self.next_frame;
         cuda_graphs may pass a compiled one)."""
         next_frame = next_frame or self.next_frame
         label_feat = self.label_transformation(labels.flatten(0, 1)).unflatten(0, labels.shape[:2])
-        reference = self.reference(first_frame)
+        reference = self.reference(anchor)
         frames = []
         for k in range(labels.shape[1]):
             prev = next_frame(prev, label_feat[:, k], z[k], reference)

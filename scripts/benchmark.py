@@ -120,7 +120,7 @@ def cached_batches(sampler, batch_size, seed):
 @torch.no_grad()
 def plain_rollout(model, first, labels, noise):
     """The course's rollout: one sequence, the pose encoded frame by frame, eager fp32."""
-    states, reference = [model.start(first)], model.reference(first)
+    states, reference = [model.start(first)], model.reference(model.anchor(first, labels[:, 0]))
     for t in range(1, labels.shape[1]):
         label_feat, prev_feat = model.label_transformation(labels[:, t]), model.frame_transformation(states[-1][:, :3])
         z = model.prior_sample(prev_feat, label_feat, noise.next())

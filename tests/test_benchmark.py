@@ -43,15 +43,16 @@ def test_benchmark_scores_a_checkpoint_the_same_both_ways_in_fp32(trained, capsy
     assert abs(figures["val_psnr_plain_fp32"] - trained_psnr) < 1e-3  # the checkpoint's weights were loaded
 
 
-@pytest.mark.parametrize("activation,prior", [("residual", "learned"), ("warp_acc", "fixed")])
+@pytest.mark.parametrize("activation,prior", [("residual", "learned"), ("warp_acc", "fixed"), ("warp_ref", "fixed")])
 def test_plain_rollout_equals_the_fast_one(activation, prior):
-    """The learned prior is sampled alike, and warp_acc's state (flow, source) crosses the chunk boundary."""
+    """The learned prior is sampled alike, warp_acc's state (flow, source) crosses the chunk boundary, and
+    warp_ref (with --reference_pose) reads the same first frame and first pose in both."""
     import torch
     from model import VAE_Model, rollout_noise
     spec = importlib.util.spec_from_file_location("benchmark", SCRIPT)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    model = VAE_Model(8, 4, 4, 8, output_activation=activation, prior=prior).eval()
+    model = VAE_Model(8, 4, 4, 8, output_activation=activation, prior=prior, reference_pose=activation == "warp_ref").eval()
     if prior == "learned":
         torch.nn.init.normal_(model.Learned_Prior[-1].weight, std=0.3)
     torch.nn.init.normal_(model.Generator[-1].weight, std=0.1)  # frames depend on the previous one

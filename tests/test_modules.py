@@ -176,3 +176,22 @@ def test_output_heads_have_their_channels_and_stay_in_0_1(activation, channels):
     out = m.decode(m.start(prev), m.frame_transformation(prev), m.label_transformation(prev), torch.randn(2, 4, 16, 24),
                    reference)[:, :3]  # the frame of the state (warp_acc's state has 8 channels)
     assert out.shape == (2, 3, 16, 24) and 0 <= out.min() and out.max() <= 1
+
+
+def test_reference_pose_decoder_reads_the_first_pose_label_in_every_chunk():
+    from model import rollout_noise
+    torch.manual_seed(0)
+    first, labels = torch.rand(1, 3, 16, 24), torch.rand(1, 40, 3, 16, 24)
+    other_first_pose = labels.clone()
+    other_first_pose[:, 0] = torch.rand(1, 3, 16, 24)
+    noise = lambda m: rollout_noise(m, 0, [0], 0, 16, 24, "cpu")  # noqa: E731
+    for reference_pose in (True, False):
+        m = VAE_Model(8, 4, 4, 8, output_activation="warp_ref", reference_pose=reference_pose).eval()
+        torch.nn.init.normal_(m.Generator[-1].weight, std=0.1)
+        assert next(m.Decoder_Fusion.parameters()).shape[1] == 8 + 4 + 4 + 8 + 4 * reference_pose  # + p_0's features
+        out = m.rollout(first, labels, noise(m))
+        # label 0 is never a step's own pose: only the reference reads it (3 chunks of 16: it reaches the last)
+        changed = (m.rollout(first, other_first_pose, noise(m)) - out)[:, 33:].abs().max()
+        assert (changed > 0) == reference_pose
+    with pytest.raises(ValueError, match="--reference_pose needs --output_activation warp_ref"):
+        VAE_Model(8, 4, 4, 8, output_activation="warp", reference_pose=True)

@@ -548,6 +548,40 @@ def test_reference_gap_draws_earlier_frames_per_clip_and_keeps_the_clip_order(ca
     assert "--reference_gap must be >= 0" in capsys.readouterr().err
 
 
+def test_reference_pose_gap_gives_each_reference_frame_with_its_own_pose_label(capsys):
+    class RampWithLabels(RampFrames):
+        labels = 255 - RampFrames.frames  # a label that differs from its frame
+    sampler = ClipSampler(RampWithLabels, "cpu")
+    for img, label, ref in sampler.epoch_batches(1.0, 2, seed=1, epoch=3, reference_gap=6, reference_pose=True):
+        assert ref.shape == (2, 6, 1, 1)  # VAE_Model.anchor(): x_0, then p_0
+        assert torch.allclose(ref[:, 3:], 1 - ref[:, :3])  # the label of the same frame
+        assert ((img[:, 0] - ref[:, :3]) * 255).round().min() >= 0  # drawn at or before the clip's start
+    with pytest.raises(SystemExit):
+        Trainer.parse_args(["--reference_pose"])
+    assert "--reference_pose needs --output_activation warp_ref, got sigmoid" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("teacher_forcing", [True, False])
+def test_reference_pose_clip_loss_reads_the_first_label_and_batches_like_frame_by_frame(teacher_forcing):
+    model = VAE_Model(8, 4, 4, 8, output_activation="warp_ref", reference_pose=True).eval()
+    torch.nn.init.normal_(model.Generator[-1].weight, std=0.1)
+    img, label = clip()
+    eps = torch.randn(2, 4, 4, 16, 24)
+    loss = lambda label, per_frame=False, ref=None: model.clip_loss(  # noqa: E731
+        img, label, 1.0, teacher_forcing, per_frame=per_frame, eps=eps, reference_frame=ref)[3]  # the predictions
+    assert torch.allclose(loss(label), loss(label, per_frame=True), atol=1e-4)
+    assert torch.equal(loss(label), loss(label, ref=torch.cat([img[:, 0], label[:, 0]], 1)))  # the default anchor
+    other = label.clone()
+    other[:, 0] = torch.rand(2, 3, 16, 24)  # no step decodes frame 0: only the reference reads its label
+    assert (loss(label) - loss(other)).abs().max() > 0
+
+
+def test_reference_pose_trains_end_to_end_and_the_tester_rebuilds_it(tiny_data, tmp_path):
+    ckpt, model, arch = train_then_test(tiny_data, tmp_path, "--output_activation", "warp_ref", "--reference_pose",
+                                        "--reference_gap", "3", "--tfr", "0", "--num_epoch", "1")
+    assert ckpt["args"]["reference_pose"] is True and arch.reference_pose is True and model.reference_pose
+
+
 @pytest.mark.parametrize("per_frame", [False, True])
 def test_clip_loss_reads_the_given_reference_frame_for_warp_ref_only(per_frame):
     img, label = clip()
