@@ -22,7 +22,7 @@ import media  # noqa: E402
 from cuda_graphs import rollout_step  # noqa: E402
 from dataloader import DatasetError, Dataset_Dance, load_test_gt  # noqa: E402
 from metrics import copy_first_frame_psnr, psnr_per_frame, sample_summary, ssim  # noqa: E402
-from model import ARCH_FLAGS, VAE_Model, autocast  # noqa: E402
+from model import ARCH_FLAGS, NEWER_ARCH_FLAGS, VAE_Model, autocast  # noqa: E402
 
 COURSE_ARCH = dict(F_dim=128, L_dim=32, N_dim=12, D_out_dim=192, output_activation="none", prior="fixed",
                    frame_H=32, frame_W=64, reference_pose=False)
@@ -49,7 +49,7 @@ def parse_args(argv=None):
     a("--compile", action="store_true", help="torch.compile the frame step before capturing the graph (CUDA "
       "only): a faster rollout (0.59 s instead of 1.0 s for 5 x 630 frames on an H200), but compiling takes 10-18 s")
     # only for course checkpoints, which carry no architecture; a Trainer checkpoint's own args win
-    for flag in ARCH_FLAGS[:-1]:  # not reference_pose: warp_ref exists in this repo's checkpoints only
+    for flag in (f for f in ARCH_FLAGS if f not in NEWER_ARCH_FLAGS):  # course checkpoints predate those
         a(f"--{flag}", default=None, type=str if flag in ("output_activation", "prior") else int,
           help=f"course checkpoints only (default {COURSE_ARCH[flag]})")
     return p.parse_args(argv)

@@ -35,7 +35,7 @@ from dataloader import ClipSampler, DatasetError, Dataset_Dance
 from ema import EMA
 from metrics import copy_first_frame_psnr, psnr_per_frame, sample_summary, ssim
 from modules import Generator
-from model import ARCH_FLAGS, PRIORS, VAE_Model, autocast
+from model import ARCH_FLAGS, PRIORS, VAE_Model, autocast, saved_arch
 from schedules import kl_annealing, lr_at, next_tfr, normalize_kl_type, use_teacher_forcing
 
 DEFAULT_DR = "data/synthetic"
@@ -207,9 +207,10 @@ def resolve_checkpoint(args, ckpt):
                 f"(architecture from the flags, --output_activation {args.output_activation})")
     saved = ckpt["args"]
     for flag in (*ARCH_FLAGS, "optim"):
-        if flag in args.explicit and flag in saved and getattr(args, flag) != saved[flag]:
+        value = saved_arch(saved, flag)
+        if flag in args.explicit and value is not None and getattr(args, flag) != value:
             raise checkpoint.CheckpointError(
-                f"--{flag} {getattr(args, flag)} differs from the checkpoint's {saved[flag]} ({args.ckpt_path}); "
+                f"--{flag} {getattr(args, flag)} differs from the checkpoint's {value} ({args.ckpt_path}); "
                 f"drop --{flag} to use the checkpoint's architecture")
     for key, value in saved.items():
         if key not in args.explicit and key not in PER_INVOCATION and hasattr(args, key):

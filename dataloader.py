@@ -307,7 +307,8 @@ class ClipSampler:
         permutation; global batch i is order[i*B*world:(i+1)*B*world] and rank r takes its r-th slice of B.
         reference: None, or with reference_gap > 0 the frame 0..reference_gap frames (drawn per clip and
         epoch) before each clip's first, clamped at frame 0: the x_0 that warp_ref reads (with reference_pose,
-        x_0 and its pose label, 6 channels: VAE_Model.anchor()).
+        x_0 and its pose label, 6 channels: VAE_Model.anchor(); with reference_pose and start_lag or
+        start_jitter, the clip's start frame before any jitter, with its own label).
         start_jitter > 0: each clip's first frame is warped by a smooth random flow of up to that many
         pixels (drawn per clip and epoch), a start that has drifted like a long rollout's frames.
         start_lag > 0: each clip's first frame is the frame 0..start_lag frames (drawn per clip and epoch)
@@ -323,9 +324,14 @@ class ClipSampler:
             img, label = self.clips(ids)
             if lags is not None:
                 img[:, 0] = self.reference_frames(ids, lags[ids])
+            anchor = None
+            if gaps is not None:
+                anchor = self.reference_frames(ids, gaps[ids], reference_pose)
+            elif reference_pose and (lags is not None or jitter is not None):  # x_0 with its own pose, unjittered
+                anchor = self.reference_frames(ids, lags[ids] if lags is not None else torch.zeros_like(ids), True)
             if jitter is not None:
                 img[:, 0] = warp(img[:, 0], jitter_flow(jitter[ids].to(img.device), img.shape[-2:]))
-            yield img, label, None if gaps is None else self.reference_frames(ids, gaps[ids], reference_pose)
+            yield img, label, anchor
 
     def reference_frames(self, clip_ids, gaps, with_label=False):
         index = (clip_ids * self.video_len - gaps).clamp(min=0).to(self.frames.device)

@@ -10,6 +10,13 @@ from modules import (Decoder_Fusion, Gaussian_Predictor, Generator, Label_Encode
 
 ARCH_FLAGS = ("F_dim", "L_dim", "N_dim", "D_out_dim", "output_activation", "prior", "frame_H", "frame_W",
               "reference_pose")
+NEWER_ARCH_FLAGS = {"reference_pose": False}  # added after checkpoints existed: what one without the key means
+
+
+def saved_arch(saved_args, flag, missing=None):
+    """An architecture flag from a checkpoint's saved args; `missing` where an older checkpoint has no
+    such key and the flag predates it."""
+    return saved_args.get(flag, NEWER_ARCH_FLAGS.get(flag, missing))
 PRIORS = ("fixed", "learned")
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import checkpoint  # noqa: E402
-from model import ARCH_FLAGS  # noqa: E402
+from model import ARCH_FLAGS, saved_arch  # noqa: E402
 
 
 def average(paths):
@@ -24,7 +24,7 @@ def average(paths):
         raise checkpoint.CheckpointError(f"{paths[0]}: no saved args (a course checkpoint?); only Trainer checkpoints average")
     for path, ckpt in zip(paths[1:], ckpts[1:]):
         for flag in ARCH_FLAGS:
-            mine, theirs = ckpt.get("args", {}).get(flag), first["args"].get(flag)
+            mine, theirs = saved_arch(ckpt.get("args", {}), flag), saved_arch(first["args"], flag)
             if mine != theirs:
                 raise checkpoint.CheckpointError(f"{path}: --{flag} {mine} differs from {theirs} in {paths[0]}; "
                                                  f"only checkpoints of one architecture average")

@@ -353,6 +353,11 @@ def test_resume_with_other_architecture_names_the_flag(tiny_data, tmp_path):
     Trainer.main(run_args(tiny_data, tmp_path / "a", "--num_epoch", "1"))
     with pytest.raises(checkpoint.CheckpointError, match="--F_dim 16 differs"):
         Trainer.main(["--ckpt_path", str(tmp_path / "a" / "last.ckpt"), "--F_dim", "16", "--num_epoch", "1"])
+    old = checkpoint.load(tmp_path / "a" / "last.ckpt")
+    del old["args"]["reference_pose"]  # a checkpoint from before the flag: it means False
+    torch.save(old, tmp_path / "a" / "last.ckpt")
+    with pytest.raises(checkpoint.CheckpointError, match="--reference_pose True differs from the checkpoint's False"):
+        Trainer.main(["--ckpt_path", str(tmp_path / "a" / "last.ckpt"), "--reference_pose", "--num_epoch", "1"])
 
 
 def test_changed_kl_flags_start_a_new_stage(tiny_data, tmp_path, capsys):
@@ -559,6 +564,22 @@ def test_reference_pose_gap_gives_each_reference_frame_with_its_own_pose_label(c
     with pytest.raises(SystemExit):
         Trainer.parse_args(["--reference_pose"])
     assert "--reference_pose needs --output_activation warp_ref, got sigmoid" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("lag,jitter", [(5, 0.0), (0, 2.0)])
+def test_reference_pose_with_a_lagged_or_jittered_start_anchors_a_frame_with_its_own_pose(lag, jitter):
+    class RampWithLabels(RampFrames):
+        labels = 255 - RampFrames.frames
+    sampler = ClipSampler(RampWithLabels, "cpu")
+    plain = sampler.epoch_batches(1.0, 2, seed=1, epoch=0)
+    for (img, _, anchor), (clean, _, _) in zip(sampler.epoch_batches(1.0, 2, seed=1, epoch=0, start_lag=lag, start_jitter=jitter,
+                                                                     reference_pose=True), plain):
+        assert anchor.shape == (2, 6, 1, 1) and torch.allclose(anchor[:, 3:], 1 - anchor[:, :3])  # a true pair
+        if lag:
+            assert torch.equal(anchor[:, :3], img[:, 0])  # the lagged start itself
+        else:
+            assert torch.equal(anchor[:, :3], clean[:, 0])  # the clip's start before the jitter
+    assert all(ref is None for _, _, ref in sampler.epoch_batches(1.0, 2, seed=1, epoch=0, start_lag=lag, start_jitter=jitter))
 
 
 @pytest.mark.parametrize("teacher_forcing", [True, False])
