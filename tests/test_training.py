@@ -566,6 +566,32 @@ def test_reference_pose_gap_gives_each_reference_frame_with_its_own_pose_label(c
     assert "--reference_pose needs --output_activation warp_ref, got sigmoid" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("gap", [0, 6])
+def test_reference_in_clip_draws_one_of_the_clips_own_frames_for_some_clips(gap, capsys):
+    class RampWithLabels(RampFrames):
+        labels = 255 - RampFrames.frames
+    sampler = ClipSampler(RampWithLabels, "cpu")
+    batches = lambda p: list(sampler.epoch_batches(1.0, 2, seed=1, epoch=3, reference_gap=gap, reference_pose=True,  # noqa: E731
+                                                   reference_in_clip=p))
+    kinds = []
+    for (img, label, ref), (_, _, before) in zip(batches(0.5), batches(0.0) if gap else [(None, None, None)] * 5):
+        starts, values = (img[:, 0, 0, 0, 0] * 255).round(), (ref[:, 0, 0, 0] * 255).round()
+        assert torch.allclose(ref[:, 3:], 1 - ref[:, :3])  # each reference with its own pose label
+        for b, (s, v) in enumerate(zip(starts.tolist(), values.tolist())):
+            if s < v:  # a frame of the clip itself: 1..T-1 after its start
+                assert v - s <= 3
+                kinds.append("in clip")
+            else:  # otherwise the reference without the flag: the gap's draw (or the clip's start)
+                assert v == (s if before is None else (before[b, 0, 0, 0] * 255).round().item())
+                kinds.append("before")
+    assert {"in clip", "before"} <= set(kinds)  # drawn per clip, not all alike
+    assert all(torch.equal(a[2], b[2]) for a, b in zip(batches(0.5), batches(0.5)))  # a resume replays them
+    assert all((ref[:, 0] > img[:, 0, :, 0]).all() for img, _, ref in batches(1.0))
+    with pytest.raises(SystemExit):
+        Trainer.parse_args(["--reference_in_clip", "1.5"])
+    assert "--reference_in_clip must be a probability in [0, 1], got 1.5" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("lag,jitter", [(5, 0.0), (0, 2.0)])
 def test_reference_pose_with_a_lagged_or_jittered_start_anchors_a_frame_with_its_own_pose(lag, jitter):
     class RampWithLabels(RampFrames):
