@@ -143,13 +143,6 @@ def build_parser():
     a("--reference_pose", action=argparse.BooleanOptionalAction, default=False,
       help="warp_ref only: the decoder also reads the features of the first frame's pose label, so it can tell "
            "when the dancer is back in the first pose (experimental)")
-    a("--start_jitter", type=float, default=0.0, metavar="PIXELS",
-      help="in training, warp each clip's first frame by a smooth random flow of up to PIXELS pixels (a new draw "
-           "per clip and epoch): free-running clips then learn to correct a start that has drifted, as a long "
-           "rollout's frames have (0: off)")
-    a("--reference_in_clip", type=float, default=0.0, metavar="P",
-      help="warp_ref only: in training, with probability P per clip the first frame it reads is one of the clip's "
-           "own frames, so it learns to take pixels from a reference whose pose a target matches (experimental)")
     a("--start_lag", type=int, default=0, metavar="FRAMES",
       help="in training, each clip starts from the frame 0..FRAMES frames before its first (a new draw per clip "
            "and epoch): free-running clips then learn to catch up a dancer that lags behind the poses (0: off)")
@@ -189,12 +182,8 @@ def parse_args(argv=None):
         parser.error(f"--reference_pose needs --output_activation warp_ref, got {args.output_activation}")
     if args.reference_gap < 0:
         parser.error(f"--reference_gap must be >= 0 frames, got {args.reference_gap}")
-    if not 0 <= args.reference_in_clip <= 1:
-        parser.error(f"--reference_in_clip must be a probability in [0, 1], got {args.reference_in_clip}")
     if args.start_lag < 0:
         parser.error(f"--start_lag must be >= 0 frames, got {args.start_lag}")
-    if args.start_jitter < 0:
-        parser.error(f"--start_jitter must be >= 0 pixels, got {args.start_jitter}")
     if args.flow_deadzone < 0:
         parser.error(f"--flow_deadzone must be >= 0 pixels, got {args.flow_deadzone}")
     if not 0 <= args.ema < 1:
@@ -286,8 +275,7 @@ def train_one_epoch(model, optimizer, sampler, args, run, epoch, stop, ctx=None,
     run["in_epoch"] = pos
     resume_position(pos, args.batch_size, ctx.world)
     batches = itertools.islice(sampler.epoch_batches(partial, args.batch_size, args.seed, epoch, ctx.rank, ctx.world,
-                                                     args.reference_gap, args.start_jitter, args.start_lag,
-                                                     args.reference_pose, args.reference_in_clip),
+                                                     args.reference_gap, args.start_lag, args.reference_pose),
                                pos["step"], None)
     bar = tqdm(batches, total=steps, initial=pos["step"], desc=f"epoch {epoch}", ncols=120, leave=False,
                disable=None if ctx.is_main else True)

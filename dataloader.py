@@ -19,7 +19,6 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from modules.modules import warp
 
 CACHE_VERSION = 1
 _STEM = re.compile(r"^(?:frame)?(\d+)$")
@@ -274,18 +273,6 @@ def load_test_gt(gt_root, names, video_len, frame_H, frame_W, cache_dir=None):
         len(names), video_len, 3, frame_H, frame_W)
 
 
-def jitter_fields(n, pixels, generator, grid=(3, 5)):
-    """n coarse random flows [n,2,*grid]: uniform in [-1,1], each scaled by its own uniform factor in
-    [0, pixels], so clips get every drift from none to `pixels`."""
-    field = torch.rand(n, 2, *grid, generator=generator) * 2 - 1
-    return field * torch.rand(n, 1, 1, 1, generator=generator) * pixels
-
-
-def jitter_flow(fields, size):
-    """Coarse fields [n,2,h,w] -> smooth flows [n,2,H,W] in pixels (bilinear)."""
-    return torch.nn.functional.interpolate(fields, size=tuple(size), mode="bilinear", align_corners=True)
-
-
 class ClipSampler:
     """Training clips gathered by indexing the decoded uint8 frames: no decoding, no workers.
     The order of each epoch is a permutation seeded by (seed, epoch), so a resume replays it."""
@@ -301,30 +288,20 @@ class ClipSampler:
         last_start = int(len(self.frames) * partial) - 1 - self.stride * (self.video_len - 1)
         return last_start // self.video_len + 1 if last_start >= 0 else 0
 
-    def epoch_batches(self, partial, batch_size, seed, epoch, rank=0, world=1, reference_gap=0, start_jitter=0.0,
-                      start_lag=0, reference_pose=False, reference_in_clip=0.0):
+    def epoch_batches(self, partial, batch_size, seed, epoch, rank=0, world=1, reference_gap=0, start_lag=0,
+                      reference_pose=False):
         """Batches (img, label, reference) of `batch_size` clips for this rank. Every rank draws the same
         permutation; global batch i is order[i*B*world:(i+1)*B*world] and rank r takes its r-th slice of B.
         reference: None, or with reference_gap > 0 the frame 0..reference_gap frames (drawn per clip and
         epoch) before each clip's first, clamped at frame 0: the x_0 that warp_ref reads (with reference_pose,
-        x_0 and its pose label, 6 channels: VAE_Model.anchor(); with reference_pose and start_lag or
-        start_jitter, the clip's start frame before any jitter, with its own label).
-        start_jitter > 0: each clip's first frame is warped by a smooth random flow of up to that many
-        pixels (drawn per clip and epoch), a start that has drifted like a long rollout's frames.
+        x_0 and its pose label, 6 channels: VAE_Model.anchor(); with reference_pose and start_lag, the
+        lagged start frame with its own label).
         start_lag > 0: each clip's first frame is the frame 0..start_lag frames (drawn per clip and epoch)
-        before it, clamped at frame 0: a start that lags behind the poses, as a long rollout's dancer does.
-        reference_in_clip = P > 0: with probability P (per clip and epoch) the reference is instead one of
-        the clip's own frames 1..T-1 (with its label): a reference whose pose some target matches, as the
-        first frame matches a rollout's frames where the dancer returns to the first pose."""
+        before it, clamped at frame 0: a start that lags behind the poses, as a long rollout's dancer does."""
         g = torch.Generator().manual_seed(seed * 100_003 + epoch)
         order = torch.randperm(self.num_clips(partial), generator=g)
         gaps = torch.randint(0, reference_gap + 1, (len(order),), generator=g) if reference_gap > 0 else None
-        jitter = jitter_fields(len(order), start_jitter, g) if start_jitter > 0 else None
         lags = torch.randint(0, start_lag + 1, (len(order),), generator=g) if start_lag > 0 else None
-        ahead = None  # drawn last, so the draws of the other flags stay what they were without it
-        if reference_in_clip > 0:
-            inside = torch.rand(len(order), generator=g) < reference_in_clip
-            ahead = torch.where(inside, torch.randint(1, self.video_len, (len(order),), generator=g) * self.stride, -1)
         step = batch_size * world
         for start in range(0, len(order) - step + 1, step):  # drop_last, as the course
             ids = order[start + rank * batch_size:start + (rank + 1) * batch_size]
@@ -334,14 +311,8 @@ class ClipSampler:
             anchor = None
             if gaps is not None:
                 anchor = self.reference_frames(ids, gaps[ids], reference_pose)
-            elif reference_pose and (lags is not None or jitter is not None):  # x_0 with its own pose, unjittered
-                anchor = self.reference_frames(ids, lags[ids] if lags is not None else torch.zeros_like(ids), True)
-            if ahead is not None:  # -1: keep the reference above (default: the clip's own start frame)
-                base = self.reference_frames(ids, torch.zeros_like(ids), reference_pose) if anchor is None else anchor
-                inner = self.reference_frames(ids, -ahead[ids].clamp(min=0), reference_pose)
-                anchor = torch.where((ahead[ids] >= 0).view(-1, 1, 1, 1).to(base.device), inner, base)
-            if jitter is not None:
-                img[:, 0] = warp(img[:, 0], jitter_flow(jitter[ids].to(img.device), img.shape[-2:]))
+            elif reference_pose and lags is not None:  # the lagged start with its own pose, not the clip's
+                anchor = self.reference_frames(ids, lags[ids], True)
             yield img, label, anchor
 
     def reference_frames(self, clip_ids, gaps, with_label=False):

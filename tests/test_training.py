@@ -11,7 +11,6 @@ import checkpoint
 import Trainer
 from conftest import TINY, moving_square
 from model import VAE_Model
-import dataloader
 from dataloader import ClipSampler
 from schedules import kl_annealing, lr_at, next_tfr, use_teacher_forcing
 
@@ -566,46 +565,14 @@ def test_reference_pose_gap_gives_each_reference_frame_with_its_own_pose_label(c
     assert "--reference_pose needs --output_activation warp_ref, got sigmoid" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("gap", [0, 6])
-def test_reference_in_clip_draws_one_of_the_clips_own_frames_for_some_clips(gap, capsys):
+def test_reference_pose_with_a_lagged_start_anchors_the_lagged_frame_with_its_own_pose():
     class RampWithLabels(RampFrames):
         labels = 255 - RampFrames.frames
     sampler = ClipSampler(RampWithLabels, "cpu")
-    batches = lambda p: list(sampler.epoch_batches(1.0, 2, seed=1, epoch=3, reference_gap=gap, reference_pose=True,  # noqa: E731
-                                                   reference_in_clip=p))
-    kinds = []
-    for (img, label, ref), (_, _, before) in zip(batches(0.5), batches(0.0) if gap else [(None, None, None)] * 5):
-        starts, values = (img[:, 0, 0, 0, 0] * 255).round(), (ref[:, 0, 0, 0] * 255).round()
-        assert torch.allclose(ref[:, 3:], 1 - ref[:, :3])  # each reference with its own pose label
-        for b, (s, v) in enumerate(zip(starts.tolist(), values.tolist())):
-            if s < v:  # a frame of the clip itself: 1..T-1 after its start
-                assert v - s <= 3
-                kinds.append("in clip")
-            else:  # otherwise the reference without the flag: the gap's draw (or the clip's start)
-                assert v == (s if before is None else (before[b, 0, 0, 0] * 255).round().item())
-                kinds.append("before")
-    assert {"in clip", "before"} <= set(kinds)  # drawn per clip, not all alike
-    assert all(torch.equal(a[2], b[2]) for a, b in zip(batches(0.5), batches(0.5)))  # a resume replays them
-    assert all((ref[:, 0] > img[:, 0, :, 0]).all() for img, _, ref in batches(1.0))
-    with pytest.raises(SystemExit):
-        Trainer.parse_args(["--reference_in_clip", "1.5"])
-    assert "--reference_in_clip must be a probability in [0, 1], got 1.5" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("lag,jitter", [(5, 0.0), (0, 2.0)])
-def test_reference_pose_with_a_lagged_or_jittered_start_anchors_a_frame_with_its_own_pose(lag, jitter):
-    class RampWithLabels(RampFrames):
-        labels = 255 - RampFrames.frames
-    sampler = ClipSampler(RampWithLabels, "cpu")
-    plain = sampler.epoch_batches(1.0, 2, seed=1, epoch=0)
-    for (img, _, anchor), (clean, _, _) in zip(sampler.epoch_batches(1.0, 2, seed=1, epoch=0, start_lag=lag, start_jitter=jitter,
-                                                                     reference_pose=True), plain):
+    for img, label, anchor in sampler.epoch_batches(1.0, 2, seed=1, epoch=0, start_lag=5, reference_pose=True):
         assert anchor.shape == (2, 6, 1, 1) and torch.allclose(anchor[:, 3:], 1 - anchor[:, :3])  # a true pair
-        if lag:
-            assert torch.equal(anchor[:, :3], img[:, 0])  # the lagged start itself
-        else:
-            assert torch.equal(anchor[:, :3], clean[:, 0])  # the clip's start before the jitter
-    assert all(ref is None for _, _, ref in sampler.epoch_batches(1.0, 2, seed=1, epoch=0, start_lag=lag, start_jitter=jitter))
+        assert torch.equal(anchor[:, :3], img[:, 0])  # the lagged start itself, not the clip's first pose
+    assert all(ref is None for _, _, ref in sampler.epoch_batches(1.0, 2, seed=1, epoch=0, start_lag=5))
 
 
 @pytest.mark.parametrize("teacher_forcing", [True, False])
@@ -686,32 +653,6 @@ def test_amp_trains_in_bf16_on_cpu_too(tiny_data, tmp_path):
         losses[name] = float(next(csv.DictReader(open(tmp_path / name / "history.csv")))["train_loss"])
     assert math.isfinite(losses["bf16"]) and losses["bf16"] != losses["fp32"]  # autocast ran, and nothing blew up
     assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.2)
-
-
-def test_start_jitter_warps_only_each_clips_first_frame_smoothly_and_replays_on_resume(capsys):
-    g = torch.Generator().manual_seed(0)
-
-    class Frames:
-        frames = labels = (torch.rand(40, 3, 8, 12, generator=g) * 255).to(torch.uint8).numpy()
-        video_len = 4
-    sampler = ClipSampler(Frames, "cpu")
-    plain = list(sampler.epoch_batches(1.0, 2, seed=1, epoch=3))
-    jittered = list(sampler.epoch_batches(1.0, 2, seed=1, epoch=3, start_jitter=2.0))
-    moved = []
-    for (img, label, _), (img_j, label_j, _) in zip(plain, jittered):
-        assert torch.equal(img[:, 1:], img_j[:, 1:]) and torch.equal(label, label_j)  # the targets stay true
-        moved.append((img[:, 0] - img_j[:, 0]).abs().amax((1, 2, 3)))
-    moved = torch.cat(moved)
-    assert (moved > 0.01).float().mean() > 0.5 and len(set(moved.tolist())) > 5  # drawn per clip
-    flow = dataloader.jitter_flow(dataloader.jitter_fields(50, 2.0, torch.Generator().manual_seed(0)), (32, 64))
-    assert flow.abs().max() <= 2.0 and flow.abs().max() > 1.0  # up to 2 pixels
-    assert (flow[..., 1:] - flow[..., :-1]).abs().max() < 0.3  # smooth: neighbours move alike (4 px over 16 at most)
-    assert (flow[..., 1:, :] - flow[..., :-1, :]).abs().max() < 0.3
-    again = list(sampler.epoch_batches(1.0, 2, seed=1, epoch=3, start_jitter=2.0))
-    assert all(torch.equal(a[0], b[0]) for a, b in zip(again, jittered))  # a resume replays the same starts
-    with pytest.raises(SystemExit):
-        Trainer.parse_args(["--start_jitter", "-1"])
-    assert "--start_jitter must be >= 0" in capsys.readouterr().err
 
 
 def test_start_lag_replaces_only_each_clips_first_frame_by_an_earlier_one(capsys):
