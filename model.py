@@ -11,13 +11,13 @@ from modules import (Decoder_Fusion, Gaussian_Predictor, Generator, Label_Encode
 ARCH_FLAGS = ("F_dim", "L_dim", "N_dim", "D_out_dim", "output_activation", "prior", "frame_H", "frame_W",
               "reference_pose")
 NEWER_ARCH_FLAGS = {"reference_pose": False}  # added after checkpoints existed: what one without the key means
-
-
-def saved_arch(saved_args, flag, missing=None):
-    """An architecture flag from a checkpoint's saved args; `missing` where an older checkpoint has no
-    such key and the flag predates it."""
-    return saved_args.get(flag, NEWER_ARCH_FLAGS.get(flag, missing))
 PRIORS = ("fixed", "learned")
+
+
+def saved_arch(saved_args, flag):
+    """An architecture flag from a checkpoint's saved args: for a newer flag that an older checkpoint
+    lacks, what that absence means; for any other missing flag, None."""
+    return saved_args.get(flag, NEWER_ARCH_FLAGS.get(flag))
 
 
 def autocast(device, enabled):
@@ -67,7 +67,7 @@ class VAE_Model(nn.Module):
     def from_args(cls, args):
         return cls(args.F_dim, args.L_dim, args.N_dim, args.D_out_dim, args.output_activation,
                    getattr(args, "zero_init_posterior", False), getattr(args, "prior", "fixed"),
-                   getattr(args, "flow_deadzone", 0.0), getattr(args, "reference_pose", False) or False)
+                   getattr(args, "flow_deadzone", 0.0), getattr(args, "reference_pose", False))
 
     def prior(self, prev_feat, label_feat):
         """(mu, logvar) of the learned prior p(z_t | x_{t-1}, p_t), or None for the fixed N(0, I)."""
