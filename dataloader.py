@@ -306,13 +306,14 @@ class ClipSampler:
         for start in range(0, len(order) - step + 1, step):  # drop_last, as the course
             ids = order[start + rank * batch_size:start + (rank + 1) * batch_size]
             img, label = self.clips(ids)
-            if lags is not None:
-                img[:, 0] = self.reference_frames(ids, lags[ids])
             anchor = None
+            if lags is not None:
+                lagged = self.reference_frames(ids, lags[ids], reference_pose)
+                img[:, 0] = lagged[:, :3]
+                if reference_pose:  # the lagged start with its own pose, not the clip's
+                    anchor = lagged
             if gaps is not None:
                 anchor = self.reference_frames(ids, gaps[ids], reference_pose)
-            elif reference_pose and lags is not None:  # the lagged start with its own pose, not the clip's
-                anchor = self.reference_frames(ids, lags[ids], True)
             yield img, label, anchor
 
     def reference_frames(self, clip_ids, gaps, with_label=False):

@@ -498,6 +498,11 @@ class RampFrames:
     video_len = 4
 
 
+class RampWithLabels(RampFrames):
+    """RampFrames whose label of frame i is 255 - i: a label that differs from its frame."""
+    labels = 255 - RampFrames.frames
+
+
 def test_frame_stride_clips_take_every_kth_frame_and_stride_1_is_the_course():
     course = ClipSampler(RampFrames, "cpu")
     assert course.num_clips(1.0) == 10 and course.num_clips(0.5) == 5
@@ -553,8 +558,6 @@ def test_reference_gap_draws_earlier_frames_per_clip_and_keeps_the_clip_order(ca
 
 
 def test_reference_pose_gap_gives_each_reference_frame_with_its_own_pose_label(capsys):
-    class RampWithLabels(RampFrames):
-        labels = 255 - RampFrames.frames  # a label that differs from its frame
     sampler = ClipSampler(RampWithLabels, "cpu")
     for img, label, ref in sampler.epoch_batches(1.0, 2, seed=1, epoch=3, reference_gap=6, reference_pose=True):
         assert ref.shape == (2, 6, 1, 1)  # VAE_Model.anchor(): x_0, then p_0
@@ -566,8 +569,6 @@ def test_reference_pose_gap_gives_each_reference_frame_with_its_own_pose_label(c
 
 
 def test_reference_pose_with_a_lagged_start_anchors_the_lagged_frame_with_its_own_pose():
-    class RampWithLabels(RampFrames):
-        labels = 255 - RampFrames.frames
     sampler = ClipSampler(RampWithLabels, "cpu")
     for img, label, anchor in sampler.epoch_batches(1.0, 2, seed=1, epoch=0, start_lag=5, reference_pose=True):
         assert anchor.shape == (2, 6, 1, 1) and torch.allclose(anchor[:, 3:], 1 - anchor[:, :3])  # a true pair
