@@ -93,15 +93,17 @@ class VAE_Model(nn.Module):
         x_0 and its pose label p_0 as one [B,6,H,W] tensor (so rollouts and graphs carry one tensor)."""
         return torch.cat([first_frame, first_label], 1) if self.reference_pose else first_frame
 
-    def reference(self, anchor, first_feat=None):
+    def reference(self, anchor, first_feat=None, first_label_feat=None):
         """(x_0, the features the decoder reads of it) for --output_activation warp_ref, else None.
-        anchor: from anchor(); first_feat: the features of x_0 if already computed."""
+        anchor: from anchor(); first_feat, first_label_feat: the features of x_0 and p_0 if already computed."""
         if not self.uses_reference:
             return None
         frame = anchor[:, :3]
         feat = self.frame_transformation(frame) if first_feat is None else first_feat
         if self.reference_pose:  # the pose of x_0 beside the pose of x_t: "the dancer is back where x_0 was"
-            feat = torch.cat([feat, self.label_transformation(anchor[:, 3:6])], 1)
+            if first_label_feat is None:
+                first_label_feat = self.label_transformation(anchor[:, 3:6])
+            feat = torch.cat([feat, first_label_feat], 1)
         return frame, feat
 
     def decode(self, prev_frame, prev_feat, label_feat, z, reference=None):
@@ -161,13 +163,16 @@ class VAE_Model(nn.Module):
         B, T = img.shape[:2]
         flat = lambda x: x.flatten(0, 1)  # noqa: E731  [B,T,...] -> [B*T,...]
         frame_feat = self.frame_transformation(flat(img)).unflatten(0, (B, T))
-        label_feat = self.label_transformation(flat(label[:, 1:])).unflatten(0, (B, T - 1))
+        anchor = self.anchor(img[:, 0], label[:, 0]) if reference_frame is None else reference_frame
+        labels = flat(label[:, 1:])
+        if self.reference_pose:  # p_0 in the same call, so Label_Encoder's BatchNorm normalises it with the clip
+            labels = torch.cat([labels, anchor[:, 3:6]])
+        label_feat = self.label_transformation(labels)
+        first_label_feat, label_feat = label_feat[B * (T - 1):], label_feat[:B * (T - 1)].unflatten(0, (B, T - 1))
         z, mu, logvar = self.Gaussian_Predictor(flat(frame_feat[:, 1:]), flat(label_feat), flat(eps))
         z, mu, logvar = (x.unflatten(0, (B, T - 1)) for x in (z, mu, logvar))
-        if reference_frame is None:
-            reference = self.reference(self.anchor(img[:, 0], label[:, 0]), frame_feat[:, 0])
-        else:
-            reference = self.reference(reference_frame)
+        first_feat = frame_feat[:, 0] if reference_frame is None else None
+        reference = self.reference(anchor, first_feat, first_label_feat if self.reference_pose else None)
         if teacher_forcing:  # every previous frame is known: one parallel call over time
             prior = self.prior(flat(frame_feat[:, :-1]), flat(label_feat))
             prior = None if prior is None else tuple(p.unflatten(0, (B, T - 1)) for p in prior)

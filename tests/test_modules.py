@@ -195,3 +195,26 @@ def test_reference_pose_decoder_reads_the_first_pose_label_in_every_chunk():
         assert (changed > 0) == reference_pose
     with pytest.raises(ValueError, match="--reference_pose needs --output_activation warp_ref"):
         VAE_Model(8, 4, 4, 8, output_activation="warp", reference_pose=True)
+
+
+@pytest.mark.parametrize("given_anchor", [False, True])
+def test_reference_pose_label_is_normalised_with_the_clip_in_training(given_anchor):
+    # In train mode BatchNorm normalises by the batch: p_0 alone (B samples) would get other statistics.
+    torch.manual_seed(0)
+    m = VAE_Model(8, 4, 4, 8, output_activation="warp_ref", reference_pose=True).train()
+    img, label = torch.rand(2, 5, 3, 16, 24), torch.rand(2, 5, 3, 16, 24)
+    anchor = m.anchor(torch.rand(2, 3, 16, 24), torch.rand(2, 3, 16, 24)) if given_anchor else None
+    calls = []
+    m.label_transformation.register_forward_hook(lambda mod, inputs, out: calls.append(out))
+    m.clip_loss(img, label, 1.0, teacher_forcing=False, reference_frame=anchor)
+    first_pose = label[:, 0] if anchor is None else anchor[:, 3:6]
+    assert [len(c) for c in calls] == [2 * 4 + 2]  # one call: the clip's 4 labels and p_0, of both samples
+    calls.clear()
+    together = m.label_transformation(torch.cat([label[:, 1:].flatten(0, 1), first_pose]))[-2:]
+    alone = m.label_transformation(first_pose)
+    assert not torch.allclose(together, alone, atol=1e-3)  # the statistics differ, so the test can tell
+    fused = m.Decoder_Fusion
+    seen = []
+    fused.register_forward_hook(lambda mod, inputs, out: seen.append(inputs[-1]))
+    m.clip_loss(img, label, 1.0, teacher_forcing=False, reference_frame=anchor)
+    assert torch.allclose(seen[0][:, -4:], together, atol=1e-6)  # the decoder reads p_0's features from that call
