@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from synthetic import read_marker
 
 CACHE_VERSION = 1
 _STEM = re.compile(r"^(?:frame)?(\d+)$")
@@ -210,6 +211,7 @@ class Dataset_Dance(Dataset):
         self.frames = load_images(frame_files, *self.size, cache_dir, f"{m}_img")
         self.labels = load_images(label_files, *self.size, cache_dir, f"{m}_label")
         self.gt = None
+        self.video_starts = video_starts(self.root, len(frame_files)) if m == "train" else np.zeros(1, np.int64)
 
     def _load_test(self, split_dir, cache_dir):
         img_root, label_root = split_dir / "test_img", split_dir / "test_label"
@@ -273,6 +275,16 @@ def load_test_gt(gt_root, names, video_len, frame_H, frame_W, cache_dir=None):
         len(names), video_len, 3, frame_H, frame_W)
 
 
+def video_starts(root, n_frames):
+    """The first frame of each video that the train folder concatenates. The synthetic dataset's marker
+    says how many videos of how many frames; the course's folder says nothing: one video."""
+    config = (read_marker(root) or {}).get("config", {})
+    videos, length = config.get("train_videos"), config.get("train_frames")
+    if isinstance(videos, int) and isinstance(length, int) and videos * length == n_frames:
+        return np.arange(videos, dtype=np.int64) * length
+    return np.zeros(1, np.int64)
+
+
 class ClipSampler:
     """Training clips gathered by indexing the decoded uint8 frames: no decoding, no workers.
     The order of each epoch is a permutation seeded by (seed, epoch), so a resume replays it."""
@@ -281,27 +293,40 @@ class ClipSampler:
         self.frames = torch.from_numpy(dataset.frames).to(device)
         self.labels = torch.from_numpy(dataset.labels).to(device)
         self.video_len, self.stride = dataset.video_len, stride
+        starts = torch.as_tensor(getattr(dataset, "video_starts", [0]))
+        frame = torch.arange(len(self.frames))
+        self.video_first = starts[torch.searchsorted(starts, frame, right=True) - 1]  # per frame: its video's first
+
+    def clip_ids(self, partial):
+        """Clip c starts at frame c * video_len and takes every stride-th frame from there (the
+        course's clips when stride is 1); clips that would run past the frames used, or from one
+        video into the next (see Dataset_Dance.video_starts), are dropped."""
+        used = int(len(self.frames) * partial)
+        first = torch.arange(0, max(used, 0), self.video_len)
+        last = first + self.stride * (self.video_len - 1)
+        first, last = first[last < used], last[last < used]
+        return (first // self.video_len)[self.video_first[first] == self.video_first[last]]
 
     def num_clips(self, partial):
-        """Clip c starts at frame c * video_len and takes every stride-th frame from there (the
-        course's clips when stride is 1); clips that would run past the frames used are dropped."""
-        last_start = int(len(self.frames) * partial) - 1 - self.stride * (self.video_len - 1)
-        return last_start // self.video_len + 1 if last_start >= 0 else 0
+        return len(self.clip_ids(partial))
 
     def epoch_batches(self, partial, batch_size, seed, epoch, rank=0, world=1, reference_gap=0, start_lag=0,
                       reference_pose=False):
         """Batches (img, label, reference) of `batch_size` clips for this rank. Every rank draws the same
         permutation; global batch i is order[i*B*world:(i+1)*B*world] and rank r takes its r-th slice of B.
         reference: None, or with reference_gap > 0 the frame 0..reference_gap frames (drawn per clip and
-        epoch) before each clip's first, clamped at frame 0: the x_0 that warp_ref reads (with reference_pose,
-        x_0 and its pose label, 6 channels: VAE_Model.anchor(); with reference_pose and start_lag, the
-        lagged start frame with its own label).
+        epoch) before each clip's first, clamped at its video's first frame: the x_0 that warp_ref reads
+        (with reference_pose, x_0 and its pose label, 6 channels: VAE_Model.anchor(); with reference_pose
+        and start_lag, the lagged start frame with its own label).
         start_lag > 0: each clip's first frame is the frame 0..start_lag frames (drawn per clip and epoch)
-        before it, clamped at frame 0: a start that lags behind the poses, as a long rollout's dancer does."""
+        before it, clamped at its video's first frame: a start that lags behind the poses, as a long
+        rollout's dancer does."""
         g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        order = torch.randperm(self.num_clips(partial), generator=g)
-        gaps = torch.randint(0, reference_gap + 1, (len(order),), generator=g) if reference_gap > 0 else None
-        lags = torch.randint(0, start_lag + 1, (len(order),), generator=g) if start_lag > 0 else None
+        ids = self.clip_ids(partial)
+        order = ids[torch.randperm(len(ids), generator=g)]
+        n = int(ids[-1]) + 1 if len(ids) else 0  # draws indexed by clip id
+        gaps = torch.randint(0, reference_gap + 1, (n,), generator=g) if reference_gap > 0 else None
+        lags = torch.randint(0, start_lag + 1, (n,), generator=g) if start_lag > 0 else None
         step = batch_size * world
         for start in range(0, len(order) - step + 1, step):  # drop_last, as the course
             ids = order[start + rank * batch_size:start + (rank + 1) * batch_size]
@@ -317,7 +342,9 @@ class ClipSampler:
             yield img, label, anchor
 
     def reference_frames(self, clip_ids, gaps, with_label=False):
-        index = (clip_ids * self.video_len - gaps).clamp(min=0).to(self.frames.device)
+        """The frames `gaps` before each clip's first, clamped at the first frame of its video."""
+        start = clip_ids * self.video_len
+        index = torch.maximum(start - gaps, self.video_first[start]).to(self.frames.device)
         frames = self.frames[index]
         return (torch.cat([frames, self.labels[index]], 1) if with_label else frames).float().div_(255)
 

@@ -266,3 +266,17 @@ def test_cli_writes_dataset_and_contact_sheet(tmp_path, capsys):
     # rendering the sheet without a dataset gives the same picture
     synthetic.contact_sheet({"seed": 0, "small": True}, tmp_path / "params.png")
     assert np.array_equal(np.asarray(Image.open(tmp_path / "params.png")), from_root)
+
+
+def test_train_split_knows_where_each_video_starts(small_root, tmp_path):
+    from conftest import make_dataset
+    from dataloader import Dataset_Dance
+    cfg = synthetic.make_config(small=True)
+    train = Dataset_Dance(small_root, mode="train", video_len=4, frame_H=16, frame_W=32)
+    assert train.video_starts.tolist() == [v * cfg.train_frames for v in range(cfg.train_videos)]
+    # the first frame of the second video is not a continuation of the first video's last frame
+    cut = cfg.train_frames
+    step = lambda t: np.abs(train.frames[t].astype(int) - train.frames[t - 1]).mean()  # noqa: E731
+    assert step(cut) > 5 * max(step(cut - 1), step(cut + 1))
+    course = Dataset_Dance(make_dataset(tmp_path / "course"), mode="train", video_len=4, frame_H=16, frame_W=32)
+    assert course.video_starts.tolist() == [0]  # a folder without the generator's marker: one video

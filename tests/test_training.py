@@ -672,3 +672,24 @@ def test_start_lag_replaces_only_each_clips_first_frame_by_an_earlier_one(capsys
     with pytest.raises(SystemExit):
         Trainer.parse_args(["--start_lag", "-1"])
     assert "--start_lag must be >= 0" in capsys.readouterr().err
+
+
+class TwoVideos(RampWithLabels):
+    """RampWithLabels as two videos of 20 frames (frames 0..19 and 20..39)."""
+    video_starts = np.array([0, 20])
+
+
+def test_clips_references_and_lags_stay_inside_their_video():
+    assert ClipSampler(TwoVideos, "cpu").num_clips(1.0) == 10  # 20 = 5 clips of 4: nothing crosses
+    strided = ClipSampler(TwoVideos, "cpu", stride=3)
+    assert strided.clip_ids(1.0).tolist() == [0, 1, 2, 5, 6, 7]  # a clip spans 10 frames: 12..21 and 16..25 cross
+    video = lambda x: (x * 255).round() >= 20  # noqa: E731  (frame value = index)
+    seen_clamped = False
+    for epoch in range(3):
+        for img, _, ref in strided.epoch_batches(1.0, 2, seed=1, epoch=epoch, reference_gap=30, start_lag=30,
+                                                 reference_pose=True):
+            clip = img[:, :, 0, 0, 0]
+            assert (video(clip) == video(clip[:, -1:])).all()  # the lagged first frame too
+            assert (video(ref[:, 0, 0, 0]) == video(clip[:, -1])).all()
+            seen_clamped |= bool(((ref[:, 0, 0, 0] * 255).round() == 20).any())
+    assert seen_clamped  # a gap of up to 30 reaches the start of the second video
