@@ -167,8 +167,9 @@ def explicit_flags(parser, argv):
     return {k for k, v in vars(ns).items() if v is not sentinel}
 
 
-def parse_args(argv=None):
-    parser = build_parser()
+def parse_args(argv=None, parser=None):
+    """The flags, with the preset's defaults under those typed; parser: build_parser() plus a script's own flags."""
+    parser = parser or build_parser()
     args = parser.parse_args(argv)
     args.explicit = explicit_flags(parser, argv)
     for key, value in PRESETS[args.preset].items():
@@ -487,6 +488,15 @@ def new_run(args):
             "annealer": kl_annealing(args.kl_anneal_type, args.kl_anneal_cycle, args.kl_anneal_ratio)}
 
 
+def load_optimizer(optimizer, saved):
+    """The saved optimizer state, with this run's `fused` (the checkpoint's device may differ): torch
+    moves Adam's step counters to the parameters' device only for a group it loads as fused, and a
+    fused kernel cannot read a counter left on the CPU."""
+    groups = [{**group, "fused": mine.get("fused")}
+              for group, mine in zip(saved["param_groups"], optimizer.param_groups)]
+    optimizer.load_state_dict({**saved, "param_groups": groups})
+
+
 def restore_run(model, optimizer, ckpt, args, log):
     """Weights, optimizer, schedules and RNG from a checkpoint; returns (run state, first epoch).
     Training resumes from the raw weights; --test validates the saved (averaged, with --ema) ones."""
@@ -495,9 +505,14 @@ def restore_run(model, optimizer, ckpt, args, log):
     run = new_run(args)
     if "args" not in ckpt:
         return run, 0
-    optimizer.load_state_dict(ckpt["optimizer"])
-    for group in optimizer.param_groups:  # fused kernels follow this run's device, not the checkpoint's
-        group["fused"] = True if group["params"][0].is_cuda else None
+    if "optimizer" not in ckpt and args.test:  # e.g. averaged weights: validating needs only them
+        return run, (ckpt.get("epoch") or 0) + 1
+    if "optimizer" not in ckpt:
+        raise checkpoint.CheckpointError(
+            f"{args.ckpt_path}: weights without an optimizer state (scripts/average_checkpoints.py writes these): "
+            f"test it with Tester.py or Trainer.py --test; training cannot resume from it")
+    load_optimizer(optimizer, ckpt["optimizer"])
+    for group in optimizer.param_groups:
         for p in group["params"]:  # Adam's moments in their parameter's memory layout (--channels_last)
             state = optimizer.state.get(p, {})
             for key, value in state.items():
@@ -648,6 +663,8 @@ def write_args(args, save_root, world):
 def save_epoch(model, optimizer, args, run, epoch, row, val_set, device, rollout, save_root, started, t0, log, plotter):
     """Validate, then write the checkpoints, media, history and plots of one epoch (rank 0)."""
     result = validate(validated_model(model, run), val_set, args, device, rollout)
+    if not (save_root / "best.ckpt").exists():  # a resume into a new --save_root: that folder's own best
+        run["best_psnr"] = -math.inf
     row.update({k: result[k] for k in ("val_mse", "val_psnr", "copy_psnr", "val_ssim", "val_psnr_best", "val_ssim_best")})
     is_best = result["val_psnr"] > run["best_psnr"]
     run["best_psnr"] = max(run["best_psnr"], result["val_psnr"])

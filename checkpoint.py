@@ -56,8 +56,18 @@ def load_weights(model, state_dict, path):
                  (f"{len(wrong)} shape mismatches (e.g. {wrong[0]}: {tuple(state_dict[wrong[0]].shape)} "
                   f"vs {tuple(own[wrong[0]].shape)})" if wrong else "")
         raise CheckpointError(f"{path}: weights do not fit this model ({detail.rstrip(', ')}); "
-                              f"check --F_dim/--L_dim/--N_dim/--D_out_dim")
+                              f"check {flags_shaping(missing + unexpected + wrong)}")
     model.load_state_dict(state_dict, strict=True)
+
+
+def flags_shaping(keys):
+    """The flags that shape the modules these state-dict keys belong to."""
+    modules = {key.split(".")[0] for key in keys}
+    if modules <= {"Learned_Prior"}:
+        return "--prior"
+    if modules <= {"Decoder_Fusion", "Generator"}:  # the output head, and what warp_ref's decoder reads
+        return "--output_activation/--reference_pose"
+    return "--F_dim/--L_dim/--N_dim/--D_out_dim"
 
 
 def git_commit():

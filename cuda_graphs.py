@@ -26,6 +26,9 @@ def rollout_step(model, device, amp, enabled=True, compile=False):
     """The fastest rollout step on this device: a GraphedRollout on CUDA, else the eager chunk."""
     if enabled and torch.device(device).type == "cuda":
         return GraphedRollout(model, amp, compile)
+    if compile:
+        print("note: --compile compiles the CUDA graph's frame step; without one (a CPU, or --no-cuda_graph) "
+              "the rollout runs eagerly", file=sys.stderr)
     return None  # model.rollout's default: model.rollout_chunk
 
 

@@ -36,9 +36,7 @@ def parse_args(argv=None):
     parser.add_argument("--big_batches", type=int, nargs="*", default=[8, 32], help="fast-path batch sizes to try")
     parser.add_argument("--rollout_len", type=int, default=630)
     parser.add_argument("--sequences", type=int, default=5)
-    args = parser.parse_args(argv)
-    args.explicit = set()
-    return args
+    return Trainer.parse_args(argv, parser)  # a preset, and a checkpoint's args under the flags typed
 
 
 def sync(device):

@@ -43,6 +43,19 @@ def test_benchmark_scores_a_checkpoint_the_same_both_ways_in_fp32(trained, capsy
     assert abs(figures["val_psnr_plain_fp32"] - trained_psnr) < 1e-3  # the checkpoint's weights were loaded
 
 
+def test_benchmark_takes_presets_and_refuses_flags_a_checkpoint_contradicts(trained):
+    import checkpoint
+    data, ckpt = trained
+    spec = importlib.util.spec_from_file_location("benchmark", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    quick = bench.parse_args(["--preset", "quick", "--steps", "1"])
+    assert (quick.F_dim, quick.output_activation, quick.steps) == (32, "warp", 1)
+    assert bench.parse_args(["--preset", "quick", "--F_dim", "8"]).F_dim == 8  # typed flags win
+    with pytest.raises(checkpoint.CheckpointError, match="--F_dim 16 differs"):
+        bench.main(["--DR", str(data), "--ckpt_path", str(ckpt), "--F_dim", "16", "--device", "cpu"])
+
+
 @pytest.mark.parametrize("activation,prior", [("residual", "learned"), ("warp_acc", "fixed"), ("warp_ref", "fixed")])
 def test_plain_rollout_equals_the_fast_one(activation, prior):
     """The learned prior is sampled alike, warp_acc's state (flow, source) crosses the chunk boundary, and

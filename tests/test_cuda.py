@@ -100,6 +100,22 @@ def test_trainer_and_tester_on_cuda(tiny_data, tmp_path, capfd):
     assert "CUDA graph capture failed" not in capfd.readouterr().err  # the graph ran, not the fallback
 
 
+def test_a_cpu_run_resumes_on_cuda_and_back(tiny_data, tmp_path):
+    """Fused Adam on CUDA needs its step counters on the GPU; a CPU checkpoint holds them on the CPU."""
+    common = ["--DR", str(tiny_data), *TINY, "--train_vi_len", "4", "--val_vi_len", "12", "--gif_every", "0"]
+    Trainer.main([*common, "--num_epoch", "1", "--device", "cpu", "--save_root", str(tmp_path / "cpu")])
+    Trainer.main(["--ckpt_path", str(tmp_path / "cpu" / "last.ckpt"), "--num_epoch", "1", "--device", "cuda",
+                  "--save_root", str(tmp_path / "cuda")])
+    torch.cuda.synchronize()
+    ckpt = torch.load(tmp_path / "cuda" / "last.ckpt", weights_only=True)
+    assert ckpt["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+    assert all(s["step"].item() > 0 for s in ckpt["optimizer"]["state"].values())
+    Trainer.main(["--ckpt_path", str(tmp_path / "cuda" / "last.ckpt"), "--num_epoch", "1", "--device", "cpu",
+                  "--save_root", str(tmp_path / "back")])
+    assert torch.load(tmp_path / "back" / "last.ckpt", weights_only=True)["epoch"] == 2
+
+
 def test_stream_writer_waits_for_each_cuda_chunk_to_land(tmp_path):
     video = torch.randint(0, 256, (3, 40, 3, 32, 64), dtype=torch.uint8, device="cuda")
     side = torch.cuda.Stream()  # the copy and its event go on the chunk's current stream, whichever that is

@@ -614,8 +614,9 @@ def test_no_writable_cache_anywhere_still_loads(tmp_path, monkeypatch):
     try:
         assert cache_dir_for(root) is None
         ds = Dataset_Dance(root, mode="train", video_len=4, frame_H=H, frame_W=W)
+        dataloader._memory_cache.clear()  # else the second dataset would get the first one's array
         fresh = Dataset_Dance(root, mode="train", video_len=4, frame_H=H, frame_W=W, cache=False)
-        assert np.array_equal(ds.frames, fresh.frames)
+        assert fresh.frames is not ds.frames and np.array_equal(ds.frames, fresh.frames)
     finally:
         _make_writable(root)
 

@@ -282,3 +282,10 @@ def test_score_reports_the_mean_of_samples_and_picks_the_best_by_psnr(tmp_path):
         assert float(row["ssim_best_of_k"]) == pytest.approx(s_near, abs=1e-3)  # the best sample's SSIM
         copy = psnr_per_frame(target[s:s + 1, :1].expand(-1, 4, -1, -1, -1), target[s:s + 1, 1:]).mean().item()
         assert float(row["copy_first_frame_psnr"]) == pytest.approx(copy, abs=1e-3)  # frames 1..T-1 against frame 0
+
+
+def test_compile_without_a_cuda_graph_says_it_does_nothing(trained, tmp_path, capsys):
+    plain = run_tester(trained, tmp_path / "a", "--no_gif")
+    compiled = run_tester(trained, tmp_path / "b", "--no_gif", "--compile")
+    assert np.array_equal(plain, compiled)
+    assert "note: --compile compiles the CUDA graph's frame step" in capsys.readouterr().err

@@ -359,6 +359,30 @@ def test_resume_with_other_architecture_names_the_flag(tiny_data, tmp_path):
         Trainer.main(["--ckpt_path", str(tmp_path / "a" / "last.ckpt"), "--reference_pose", "--num_epoch", "1"])
 
 
+def test_a_resume_into_a_new_folder_writes_its_own_best(tiny_data, tmp_path):
+    Trainer.main(run_args(tiny_data, tmp_path / "a", "--num_epoch", "1"))
+    old = checkpoint.load(tmp_path / "a" / "last.ckpt")
+    old["best_psnr"] = 99.0  # a best no later epoch beats
+    torch.save(old, tmp_path / "a" / "last.ckpt")
+    Trainer.main(["--ckpt_path", str(tmp_path / "a" / "last.ckpt"), "--num_epoch", "1", "--device", "cpu",
+                  "--save_root", str(tmp_path / "b")])
+    best = checkpoint.load(tmp_path / "b" / "best.ckpt")  # the Tester's usual input exists in the new folder
+    assert best["epoch"] == 1 and best["best_psnr"] < 99.0
+
+
+def test_averaged_weights_validate_but_do_not_resume(tiny_data, tmp_path):
+    Trainer.main(run_args(tiny_data, tmp_path / "a", "--num_epoch", "1"))
+    ckpt = checkpoint.load(tmp_path / "a" / "last.ckpt")
+    averaged = {"state_dict": ckpt["state_dict"], "args": ckpt["args"], "epoch": 0}  # average_checkpoints.py's keys
+    torch.save(averaged, tmp_path / "avg.ckpt")
+    result = Trainer.main(["--ckpt_path", str(tmp_path / "avg.ckpt"), "--test", "--device", "cpu",
+                           "--save_root", str(tmp_path / "v")])
+    assert result["val_psnr"] > 0
+    with pytest.raises(checkpoint.CheckpointError, match="avg.ckpt: weights without an optimizer state"):
+        Trainer.main(["--ckpt_path", str(tmp_path / "avg.ckpt"), "--num_epoch", "1", "--device", "cpu",
+                      "--save_root", str(tmp_path / "c")])
+
+
 def test_changed_kl_flags_start_a_new_stage(tiny_data, tmp_path, capsys):
     Trainer.main(run_args(tiny_data, tmp_path / "a", "--num_epoch", "2", "--kl_anneal_type", "Monotonic"))
     Trainer.main(["--ckpt_path", str(tmp_path / "a" / "last.ckpt"), "--num_epoch", "1", "--device", "cpu",
@@ -449,6 +473,12 @@ def test_truncated_and_foreign_checkpoints(tmp_path):
         checkpoint.load(foreign)
     with pytest.raises(checkpoint.CheckpointError, match="good.ckpt: weights do not fit .*--F_dim"):
         checkpoint.load_weights(VAE_Model(16, 4, 4, 8), checkpoint.load(good)["state_dict"], good)
+    # the error names the flag that shapes the modules at fault
+    for model, flag in ((VAE_Model(8, 4, 4, 8, prior="learned"), "--prior"),
+                        (VAE_Model(8, 4, 4, 8, output_activation="warp"), "--output_activation"),
+                        (VAE_Model(8, 4, 4, 8, output_activation="warp_ref", reference_pose=True), "--reference_pose")):
+        with pytest.raises(checkpoint.CheckpointError, match=f"good.ckpt: weights do not fit .*check .*{flag}"):
+            checkpoint.load_weights(model, checkpoint.load(good)["state_dict"], good)
 
 
 def test_resuming_an_older_checkpoint_never_overwrites_later_ones(tiny_data, tmp_path):
