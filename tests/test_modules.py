@@ -218,3 +218,19 @@ def test_reference_pose_label_is_normalised_with_the_clip_in_training(given_anch
     fused.register_forward_hook(lambda mod, inputs, out: seen.append(inputs[-1]))
     m.clip_loss(img, label, 1.0, teacher_forcing=False, reference_frame=anchor)
     assert torch.allclose(seen[0][:, -4:], together, atol=1e-6)  # the decoder reads p_0's features from that call
+
+
+def test_rollouts_sample_z_from_the_learned_prior():
+    torch.manual_seed(0)
+    m = VAE_Model(8, 4, 4, 8, output_activation="warp", prior="learned").eval()
+    torch.nn.init.normal_(m.Learned_Prior[-1].weight, std=0.5)  # a prior that is not N(0, I)
+    torch.nn.init.normal_(m.Generator[-1].weight, std=0.1)
+    prev, label, eps = torch.rand(2, 3, 16, 24), torch.rand(2, 3, 16, 24), torch.randn(2, 4, 16, 24)
+    prev_feat, label_feat = m.frame_transformation(prev), m.label_transformation(label)
+    mu, logvar = m.Learned_Prior.params(prev_feat, label_feat)
+    z = m.prior_sample(prev_feat, label_feat, eps)
+    assert torch.allclose(z, mu + torch.exp(logvar / 2) * eps, atol=1e-6) and not torch.allclose(z, eps, atol=1e-2)
+    # a rollout step decodes that z, not the raw noise
+    want = m.decode(m.start(prev), prev_feat, label_feat, z)
+    assert torch.allclose(m.next_frame(m.start(prev), label_feat, eps), want, atol=1e-6)
+    assert not torch.allclose(m.decode(m.start(prev), prev_feat, label_feat, eps), want, atol=1e-4)

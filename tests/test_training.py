@@ -45,18 +45,23 @@ def test_every_frame_reaches_the_loss(per_frame, teacher_forcing):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the fallback: capture needs CUDA, so on CPU it fails")
 def test_graphed_clip_loss_falls_back_to_the_eager_loss_and_says_so(capfd):
+    import copy
     from cuda_graphs import GraphedClipLoss
     model = VAE_Model(8, 4, 4, 8, output_activation="warp_ref")
+    torch.nn.init.normal_(model.Generator[-1].weight, std=0.1)  # flows that depend on the previous frame
+    eager = copy.deepcopy(model)
     img, label = clip()
     eps, reference = torch.randn(2, 4, 4, 16, 24), torch.rand(2, 3, 16, 24)
-    buffers = [b.clone() for b in model.buffers()]
     graphed = GraphedClipLoss(model, amp=False, detach_prev=True, per_frame=False)
     got = graphed(img, label, 0.5, False, eps, reference)
     assert graphed.failed and "capture of the training step failed" in capfd.readouterr().err
-    for b, before in zip(model.buffers(), buffers):  # one eager pass: BatchNorm moved once, as without the graph
-        b.copy_(before)
-    want = model.clip_loss(img, label, 0.5, False, detach_prev=True, eps=eps, reference_frame=reference)[:3]
+    want = eager.clip_loss(img, label, 0.5, False, detach_prev=True, eps=eps, reference_frame=reference)[:3]
     assert all(torch.equal(x, y) for x, y in zip(got, want))
+    got[0].backward(), want[0].backward()
+    for (name, p), q in zip(model.named_parameters(), eager.parameters()):  # the same graph: detach_prev too
+        assert torch.equal(p.grad, q.grad), name
+    for b, c in zip(model.buffers(), eager.buffers()):  # one eager pass: BatchNorm moved once, as without the graph
+        assert torch.equal(b, c)
     graphed(img, label, 0.5, True, eps)  # no second warning
     assert "failed" not in capfd.readouterr().err
 
@@ -371,13 +376,14 @@ def test_a_resume_into_a_new_folder_writes_its_own_best(tiny_data, tmp_path):
 
 
 def test_averaged_weights_validate_but_do_not_resume(tiny_data, tmp_path):
-    Trainer.main(run_args(tiny_data, tmp_path / "a", "--num_epoch", "1"))
+    Trainer.main(run_args(tiny_data, tmp_path / "a", "--num_epoch", "1", "--ema", "0.9"))
     ckpt = checkpoint.load(tmp_path / "a" / "last.ckpt")
     averaged = {"state_dict": ckpt["state_dict"], "args": ckpt["args"], "epoch": 0}  # average_checkpoints.py's keys
     torch.save(averaged, tmp_path / "avg.ckpt")
     result = Trainer.main(["--ckpt_path", str(tmp_path / "avg.ckpt"), "--test", "--device", "cpu",
                            "--save_root", str(tmp_path / "v")])
-    assert result["val_psnr"] > 0
+    validated = float(next(csv.DictReader(open(tmp_path / "a" / "history.csv")))["val_psnr"])
+    assert abs(result["val_psnr"] - validated) < 1e-4  # these weights (the EMA), not fresh or raw ones
     with pytest.raises(checkpoint.CheckpointError, match="avg.ckpt: weights without an optimizer state"):
         Trainer.main(["--ckpt_path", str(tmp_path / "avg.ckpt"), "--num_epoch", "1", "--device", "cpu",
                       "--save_root", str(tmp_path / "c")])
@@ -536,10 +542,11 @@ class RampWithLabels(RampFrames):
 def test_frame_stride_clips_take_every_kth_frame_and_stride_1_is_the_course():
     course = ClipSampler(RampFrames, "cpu")
     assert course.num_clips(1.0) == 10 and course.num_clips(0.5) == 5
-    strided = ClipSampler(RampFrames, "cpu", stride=3)
+    strided = ClipSampler(RampWithLabels, "cpu", stride=3)
     assert strided.num_clips(1.0) == 8  # the last start, 28, takes frames 28..37
-    img, _ = strided.clips(torch.tensor([0, 7]))
+    img, label = strided.clips(torch.tensor([0, 7]))
     assert (img[:, :, 0, 0, 0] * 255).round().tolist() == [[0, 3, 6, 9], [28, 31, 34, 37]]
+    assert (label[:, :, 0, 0, 0] * 255).round().tolist() == [[255, 252, 249, 246], [227, 224, 221, 218]]  # their own
 
 
 def test_max_minutes_stops_before_an_epoch_that_would_overrun(tiny_data, tmp_path, capsys):
