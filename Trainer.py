@@ -133,19 +133,22 @@ def build_parser():
     a("--max_minutes", type=float, default=0, help="stop before an epoch that would end after this many minutes "
       "of this invocation (0: no limit); data loading and validation count")
     a("--frame_stride", type=int, default=1,
-      help="training clips take every k-th frame: k times the motion per step (validation stays at 1)")
+      help="training clips take every k-th frame: k times the motion per step (validation stays at 1; "
+           "a clip that would run into the next video is dropped)")
     a("--flow_deadzone", type=float, default=0.0, metavar="PIXELS",
       help="warp only, at validation and test: flow components under PIXELS are set to zero, so sub-pixel noise "
            "does not blur the static background at every step (0: off)")
     a("--reference_gap", type=int, default=0, metavar="FRAMES",
       help="warp_ref only: in training the first frame it reads is 0..FRAMES frames before the clip's first "
-           "(a new draw per clip and epoch), as validation reads one up to 629 frames back (0: the clip's own)")
+           "(a new draw per clip and epoch; never before its video's first), as validation reads one up to 629 "
+           "frames back (0: the clip's own)")
     a("--reference_pose", action=argparse.BooleanOptionalAction, default=False,
       help="warp_ref only: the decoder also reads the features of the first frame's pose label, so it can tell "
            "when the dancer is back in the first pose (experimental)")
     a("--start_lag", type=int, default=0, metavar="FRAMES",
       help="in training, each clip starts from the frame 0..FRAMES frames before its first (a new draw per clip "
-           "and epoch): free-running clips then learn to catch up a dancer that lags behind the poses (0: off)")
+           "and epoch; never before its video's first): free-running clips then learn to catch up a dancer that "
+           "lags behind the poses (0: off)")
     a("--ema", type=float, default=0.0, help="decay of an exponential moving average of the weights; validation, "
       "the checkpoints' state_dict and so the Tester use the average (0: off, the raw weights)")
     a("--max_bad_steps", type=int, default=20, help="stop after this many non-finite losses in a row")
