@@ -508,9 +508,9 @@ def restore_run(model, optimizer, ckpt, args, log):
     run = new_run(args)
     if "args" not in ckpt:
         return run, 0
-    if "optimizer" not in ckpt and args.test:  # e.g. averaged weights: validating needs only them
-        return run, (ckpt.get("epoch") or 0) + 1
-    if "optimizer" not in ckpt:
+    if "optimizer" not in ckpt:  # e.g. averaged weights: validating needs only them
+        if args.test:
+            return run, (ckpt.get("epoch") or 0) + 1
         raise checkpoint.CheckpointError(
             f"{args.ckpt_path}: weights without an optimizer state (scripts/average_checkpoints.py writes these): "
             f"test it with Tester.py or Trainer.py --test; training cannot resume from it")

@@ -302,7 +302,7 @@ class ClipSampler:
         course's clips when stride is 1); clips that would run past the frames used, or from one
         video into the next (see Dataset_Dance.video_starts), are dropped."""
         used = int(len(self.frames) * partial)
-        first = torch.arange(0, max(used, 0), self.video_len)
+        first = torch.arange(0, used, self.video_len)
         last = first + self.stride * (self.video_len - 1)
         first, last = first[last < used], last[last < used]
         return (first // self.video_len)[self.video_first[first] == self.video_first[last]]

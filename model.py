@@ -168,11 +168,12 @@ class VAE_Model(nn.Module):
         if self.reference_pose:  # p_0 in the same call, so Label_Encoder's BatchNorm normalises it with the clip
             labels = torch.cat([labels, anchor[:, 3:6]])
         label_feat = self.label_transformation(labels)
-        first_label_feat, label_feat = label_feat[B * (T - 1):], label_feat[:B * (T - 1)].unflatten(0, (B, T - 1))
+        first_label_feat = label_feat[B * (T - 1):] if self.reference_pose else None
+        label_feat = label_feat[:B * (T - 1)].unflatten(0, (B, T - 1))
         z, mu, logvar = self.Gaussian_Predictor(flat(frame_feat[:, 1:]), flat(label_feat), flat(eps))
         z, mu, logvar = (x.unflatten(0, (B, T - 1)) for x in (z, mu, logvar))
         first_feat = frame_feat[:, 0] if reference_frame is None else None
-        reference = self.reference(anchor, first_feat, first_label_feat if self.reference_pose else None)
+        reference = self.reference(anchor, first_feat, first_label_feat)
         if teacher_forcing:  # every previous frame is known: one parallel call over time
             prior = self.prior(flat(frame_feat[:, :-1]), flat(label_feat))
             prior = None if prior is None else tuple(p.unflatten(0, (B, T - 1)) for p in prior)

@@ -9,12 +9,12 @@ import pytest
 from conftest import TINY
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
+spec = importlib.util.spec_from_file_location("benchmark", SCRIPT)
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
 
 
 def test_benchmark_reports_plain_fast_and_ratio(tiny_data, tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("benchmark", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     out = tmp_path / "bench.json"
     bench.main(["--DR", str(tiny_data), *TINY, "--train_vi_len", "4", "--device", "cpu", "--steps", "2",
                 "--big_batches", "4", "--rollout_len", "6", "--sequences", "2", "--json", str(out)])
@@ -30,9 +30,6 @@ def test_benchmark_reports_plain_fast_and_ratio(tiny_data, tmp_path, capsys):
 def test_benchmark_scores_a_checkpoint_the_same_both_ways_in_fp32(trained, capsys):
     """On CPU the fast rollout only batches and chunks (no bf16, no graph): it must match the plain one."""
     data, ckpt = trained
-    spec = importlib.util.spec_from_file_location("benchmark", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     figures = bench.main(["--DR", str(data), "--ckpt_path", str(ckpt), "--val_vi_len", "12", "--train_vi_len", "4",
                           "--device", "cpu", "--steps", "1", "--big_batches", "--rollout_len", "4",
                           "--sequences", "1"])
@@ -46,9 +43,6 @@ def test_benchmark_scores_a_checkpoint_the_same_both_ways_in_fp32(trained, capsy
 def test_benchmark_takes_presets_and_refuses_flags_a_checkpoint_contradicts(trained):
     import checkpoint
     data, ckpt = trained
-    spec = importlib.util.spec_from_file_location("benchmark", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     quick = bench.parse_args(["--preset", "quick", "--steps", "1"])
     assert (quick.F_dim, quick.output_activation, quick.steps) == (32, "warp", 1)
     assert bench.parse_args(["--preset", "quick", "--F_dim", "8"]).F_dim == 8  # typed flags win
@@ -62,9 +56,6 @@ def test_plain_rollout_equals_the_fast_one(activation, prior):
     warp_ref (with --reference_pose) reads the same first frame and first pose in both."""
     import torch
     from model import VAE_Model, rollout_noise
-    spec = importlib.util.spec_from_file_location("benchmark", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     model = VAE_Model(8, 4, 4, 8, output_activation=activation, prior=prior, reference_pose=activation == "warp_ref").eval()
     if prior == "learned":
         torch.nn.init.normal_(model.Learned_Prior[-1].weight, std=0.3)
