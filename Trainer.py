@@ -58,7 +58,7 @@ PRESETS = {
 }
 
 # Not inherited from a checkpoint on resume: they describe this invocation, not the run.
-PER_INVOCATION = {"ckpt_path", "num_epoch", "device", "gpu", "num_workers", "test", "save_root",
+PER_INVOCATION = {"ckpt_path", "num_epoch", "device", "gpu", "num_workers", "test", "save_root", "overwrite",
                   "store_visualization", "amp", "cuda_graph", "cuda_graph_train", "max_minutes", "channels_last",
                   "sync_bn"}
 
@@ -78,7 +78,10 @@ def build_parser():
     a("--test", action="store_true", help="only validate (the model of --ckpt_path)")
     a("--store_visualization", action="store_true", help="accepted for course compatibility; no effect")
     a("--DR", default=DEFAULT_DR, help="dataset root; the default is generated on first use")
-    a("--save_root", default=None, help="output folder (default: a new folder under runs/)")
+    a("--save_root", default=None, help="output folder (default: a new folder under runs/); a folder that holds "
+                                        "another run's checkpoints or history is refused, unless --overwrite")
+    a("--overwrite", action="store_true", help="train into a --save_root that holds another run, deleting its "
+                                               "checkpoints, history and validation GIFs first")
     a("--num_workers", type=int, default=4, help="no effect: frames are decoded once into memory")
     a("--num_epoch", type=int, default=70, help="epochs to run now (a resume continues the numbering)")
     a("--per_save", type=int, default=3, help="save epoch=<e>.ckpt when e %% per_save == 0")
@@ -145,6 +148,10 @@ def build_parser():
     a("--reference_pose", action=argparse.BooleanOptionalAction, default=False,
       help="warp_ref only: the decoder also reads the features of the first frame's pose label, so it can tell "
            "when the dancer is back in the first pose (experimental)")
+    a("--reference_blend", type=float, default=None, metavar="WEIGHT",
+      help="warp_ref only: the blend weight on the first frame at initialisation (default sigmoid(-4) = 0.018, "
+           "almost 'warp'; 0.5 lets training open it, and the rollout gives x_0 back at the returns to the "
+           "first pose: see the README)")
     a("--start_lag", type=int, default=0, metavar="FRAMES",
       help="in training, each clip starts from the frame 0..FRAMES frames before its first (a new draw per clip "
            "and epoch; never before its video's first): free-running clips then learn to catch up a dancer that "
@@ -184,6 +191,10 @@ def parse_args(argv=None, parser=None):
             parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
     if args.reference_pose and args.output_activation != "warp_ref" and not args.ckpt_path:  # a resume: the model checks
         parser.error(f"--reference_pose needs --output_activation warp_ref, got {args.output_activation}")
+    if args.reference_blend is not None and not 0 < args.reference_blend < 1:
+        parser.error(f"--reference_blend must be in (0, 1), got {args.reference_blend}")
+    if args.reference_blend is not None and args.output_activation != "warp_ref" and not args.ckpt_path:
+        parser.error(f"--reference_blend needs --output_activation warp_ref, got {args.output_activation}")
     if args.reference_gap < 0:
         parser.error(f"--reference_gap must be >= 0 frames, got {args.reference_gap}")
     if args.start_lag < 0:
@@ -237,6 +248,24 @@ def make_save_root(args, ckpt):
         n += 1
         root = Path("runs") / f"{stamp}-{args.kl_anneal_type}-{n}"
     return root
+
+
+def claim_save_root(root, args):
+    """Training never mixes into another run's folder: its checkpoints would be replaced and its
+    history.csv appended to. Resuming a checkpoint of this folder is not another run."""
+    own = args.ckpt_path is not None and Path(args.ckpt_path).resolve().parent == root.resolve()
+    found = sorted(p for pattern in ("*.ckpt", "history.csv", "val_epoch=*.gif") for p in root.glob(pattern))
+    if own or not found:
+        return
+    if not args.overwrite:
+        names = ", ".join(p.name for p in found[:3]) + (", ..." if len(found) > 3 else "")
+        ckpts = [p for p in found if p.suffix == ".ckpt"]
+        resume = root / "last.ckpt" if root / "last.ckpt" in ckpts else ckpts[0] if ckpts else None
+        raise checkpoint.CheckpointError(
+            f"{root} holds another run ({names}): " + (f"resume it with --ckpt_path {resume}, " if resume else "")
+            + "give another --save_root, or add --overwrite to delete it and start there")
+    for path in found:
+        path.unlink()
 
 
 def ensure_default_dataset(args):
@@ -585,13 +614,16 @@ def train(args, ctx):
     log(f"model: {n_params:,} parameters | device {device}" + (f" x {ctx.world} processes" if ctx.active else "")
         + (f" | validating an EMA of the weights (decay {args.ema:g})" if run["ema"] is not None else "")
         + (" | training steps replayed as CUDA graphs" if run["graphed"] is not None else "")
-        + f" | train {len(train_set.frames)} frames ({len(train_set)} clips of {args.train_vi_len}) "
+        + f" | train {len(train_set.frames)} frames ({len(train_set)} clips of {args.train_vi_len}"
+        + (f" with --partial {args.partial:g}" if args.partial < 1 else "") + ") "
         f"| val {len(val_set)} x {args.val_vi_len} frames")
     with contextlib.ExitStack() as stack:
         def open_save_root():  # rank 0 alone writes
             root = make_save_root(args, ckpt)
             root.mkdir(parents=True, exist_ok=True)
             stack.enter_context(locked(root))
+            if not args.test:
+                claim_save_root(root, args)
             return root
 
         save_root = ctx.run_on_main(open_save_root)

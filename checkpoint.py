@@ -1,5 +1,6 @@
 """Checkpoints: atomic writes, safe loads (weights_only=True), clear one-line errors."""
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -30,18 +31,31 @@ def save_atomic(obj, path):
 def load(path):
     """A checkpoint dict, loaded without unpickling arbitrary objects."""
     path = Path(path)
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*.ckpt"))
+        raise CheckpointError(f"{path} is a folder: --ckpt_path takes a checkpoint file"
+                              + (f", e.g. {path / ('best.ckpt' if 'best.ckpt' in inside else inside[0])}" if inside else
+                                 " (there is no *.ckpt in it)"))
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        lines = [l.strip() for l in str(e).splitlines() if l.strip()] or [type(e).__name__]
-        first_line = next((l for l in lines if "WeightsUnpickler error" in l), lines[0])
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated, corrupt or not saved by torch): "
-                              f"{first_line}") from None
+                              f"{load_error_reason(e)}") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise CheckpointError(f"{path}: not a posevae or course checkpoint (no 'state_dict' dict inside)")
     return ckpt
+
+
+def load_error_reason(error):
+    """The informative line of torch.load's error: after "WeightsUnpickler error:" when there is one (the
+    lines around it ask the user to file an issue with PyTorch), else its first line."""
+    text = str(error)
+    found = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+    if found:
+        return found.group(1).strip()
+    return next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
 
 
 def load_weights(model, state_dict, path):

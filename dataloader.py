@@ -195,7 +195,9 @@ class Dataset_Dance(Dataset):
         self.size = (frame_H, frame_W)
         split_dir = self.root / mode
         if not split_dir.is_dir():
-            raise DatasetError(f"missing split folder: {split_dir}")
+            hint = "" if self.root.is_dir() else " (the --DR folder does not exist)"
+            raise DatasetError(f"missing split folder: {split_dir}{hint}; --DR must be the dataset's root, "
+                               f"holding train/, val/ and test/")
         cache_dir = cache_dir_for(self.root) if cache else None
         if mode == "test":
             self._load_test(split_dir, cache_dir)

@@ -4,7 +4,9 @@
 # The table was measured with the quick preset of its day (residual output, tfr 0.5, 8-frame clips): pinned below.
 #     bash scripts/prior_study.sh [OUT_DIR] [flags...]
 set -eu
-OUT=${1:-runs/prior_study}; shift || true
+cd "$(dirname "$0")/.."
+OUT=runs/prior_study
+if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then OUT=$1; shift; fi  # a first argument that is not a flag
 for prior in fixed learned; do
   for kl in Cyclical Monotonic None; do
     python Trainer.py --preset quick --batch_size 4 --ema 0 --output_activation residual --tfr 0.5 --train_vi_len 8 --no-detach_prev --num_epoch 3 --partial 0.25 --kl_anneal_cycle 2 --eval_samples 3 \

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CPU-sized main job: train the quick preset on the embedded synthetic data, then test it.
-# Extra arguments go to Trainer.py (e.g. --device cuda).
+# Extra arguments go to Trainer.py (e.g. --device cuda); OUT=DIR picks the folder (default runs/quick).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/quick}

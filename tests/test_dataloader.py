@@ -286,7 +286,9 @@ def test_missing_split_folder(tmp_path):
     shutil.rmtree(root / "val")
     with pytest.raises(DatasetError, match="missing split folder") as e:
         Dataset_Dance(root, mode="val", video_len=4, cache=False)
-    assert str(root / "val") in str(e.value)
+    assert str(root / "val") in str(e.value) and "--DR must be the dataset's root" in str(e.value)
+    with pytest.raises(DatasetError, match="the --DR folder does not exist"):
+        Dataset_Dance(tmp_path / "nowhere", mode="train", video_len=4, cache=False)
     shutil.rmtree(root / "train/train_label")
     with pytest.raises(DatasetError) as e:
         Dataset_Dance(root, mode="train", video_len=4, cache=False)

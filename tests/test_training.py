@@ -487,6 +487,39 @@ def test_truncated_and_foreign_checkpoints(tmp_path):
             checkpoint.load_weights(model, checkpoint.load(good)["state_dict"], good)
 
 
+def test_a_new_run_never_mixes_into_another_runs_folder(tiny_data, tmp_path):
+    out = tmp_path / "a"
+    Trainer.main(run_args(tiny_data, out, "--num_epoch", "2", "--per_save", "1"))
+    saved = {p.name: p.read_bytes() for p in out.iterdir() if p.suffix in (".ckpt", ".csv")}
+    with pytest.raises(checkpoint.CheckpointError,
+                       match=rf"^{out} holds another run \(best.ckpt, epoch=0.ckpt, epoch=1.ckpt, ...\): resume it "
+                             rf"with --ckpt_path {out / 'last.ckpt'}, give another --save_root, or add --overwrite"):
+        Trainer.main(run_args(tiny_data, out, "--num_epoch", "1", "--seed", "2"))
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name in saved} == saved
+    # --overwrite starts there afresh: one run's history, none of the old epochs' checkpoints
+    Trainer.main(run_args(tiny_data, out, "--num_epoch", "1", "--seed", "2", "--overwrite", "--per_save", "1"))
+    assert [row["epoch"] for row in csv.DictReader(open(out / "history.csv"))] == ["0"]
+    assert sorted(p.name for p in out.glob("*.ckpt")) == ["best.ckpt", "epoch=0.ckpt", "last.ckpt"]
+    assert checkpoint.load(out / "last.ckpt")["args"]["seed"] == 2
+    # resuming the folder's own checkpoint is not another run
+    Trainer.main(["--ckpt_path", str(out / "last.ckpt"), "--num_epoch", "1", "--save_root", str(out)])
+    assert [row["epoch"] for row in csv.DictReader(open(out / "history.csv"))] == ["0", "1"]
+
+
+def test_a_folder_or_a_foreign_file_as_checkpoint_says_what_it_is(tmp_path):
+    with pytest.raises(checkpoint.CheckpointError, match=rf"^{tmp_path} is a folder: .*there is no \*.ckpt in it"):
+        checkpoint.load(tmp_path)
+    torch.save({"state_dict": {}}, tmp_path / "best.ckpt")
+    with pytest.raises(checkpoint.CheckpointError, match=rf"is a folder: --ckpt_path takes a checkpoint file, "
+                                                         rf"e.g. {tmp_path / 'best.ckpt'}$"):
+        checkpoint.load(tmp_path)
+    (tmp_path / "args.json").write_text('{"seed": 1}')
+    with pytest.raises(checkpoint.CheckpointError) as e:
+        checkpoint.load(tmp_path / "args.json")
+    assert "args.json: not a readable checkpoint" in str(e.value) and "file an issue" not in str(e.value)
+    assert not str(e.value).endswith(":")
+
+
 def test_resuming_an_older_checkpoint_never_overwrites_later_ones(tiny_data, tmp_path):
     out = tmp_path / "a"
     Trainer.main(run_args(tiny_data, out, "--num_epoch", "2", "--per_save", "1"))
