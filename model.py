@@ -38,7 +38,7 @@ def kl_gaussians(mu_q, logvar_q, mu_p, logvar_p, batch_size):
 
 class VAE_Model(nn.Module):
     def __init__(self, F_dim=128, L_dim=32, N_dim=12, D_out_dim=192, output_activation="sigmoid",
-                 zero_init_posterior=False, prior="fixed", flow_deadzone=0.0, reference_pose=False):
+                 zero_init_posterior=False, prior="fixed", flow_deadzone=0.0, reference_pose=False, reference_blend=None):
         super().__init__()
         check_dims(F_dim, L_dim, N_dim, D_out_dim)
         self.N_dim = N_dim
@@ -51,7 +51,7 @@ class VAE_Model(nn.Module):
         self.reference_pose = reference_pose  # ... and those of the first frame's pose label
         reference_dim = (F_dim + L_dim * reference_pose) * self.uses_reference
         self.Decoder_Fusion = Decoder_Fusion(F_dim + L_dim + N_dim + reference_dim, D_out_dim)
-        self.Generator = Generator(D_out_dim, 3, output_activation, flow_deadzone)
+        self.Generator = Generator(D_out_dim, 3, output_activation, flow_deadzone, reference_blend)
         if zero_init_posterior:  # mu = logvar = 0 at start: KL starts at 0 instead of thousands
             nn.init.zeros_(self.Gaussian_Predictor[-1].weight)
             nn.init.zeros_(self.Gaussian_Predictor[-1].bias)
@@ -67,7 +67,8 @@ class VAE_Model(nn.Module):
     def from_args(cls, args):
         return cls(args.F_dim, args.L_dim, args.N_dim, args.D_out_dim, args.output_activation,
                    getattr(args, "zero_init_posterior", False), getattr(args, "prior", "fixed"),
-                   getattr(args, "flow_deadzone", 0.0), getattr(args, "reference_pose", False))
+                   getattr(args, "flow_deadzone", 0.0), getattr(args, "reference_pose", False),
+                   getattr(args, "reference_blend", None))
 
     def prior(self, prev_feat, label_feat):
         """(mu, logvar) of the learned prior p(z_t | x_{t-1}, p_t), or None for the fixed N(0, I)."""

@@ -1,5 +1,7 @@
 """The five networks of the course model. Each is an nn.Sequential so that a course
 checkpoint's keys (frame_transformation.0.conv1.weight, ...) load unchanged."""
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -112,7 +114,7 @@ class Generator(nn.Sequential):
     CHANNELS = {"warp": 2, "warp_ref": 5, "warp_acc": 2}
     REFERENCE_LOGIT = -4.0
 
-    def __init__(self, input_nc, output_nc, output_activation="sigmoid", flow_deadzone=0.0):
+    def __init__(self, input_nc, output_nc, output_activation="sigmoid", flow_deadzone=0.0, reference_blend=None):
         if output_activation not in self.ACTIVATIONS:
             raise ValueError(f"--output_activation must be one of {self.ACTIVATIONS}, got {output_activation!r}")
         d = input_nc
@@ -127,8 +129,9 @@ class Generator(nn.Sequential):
         if output_activation in ("residual", "warp", "warp_ref", "warp_acc"):
             nn.init.zeros_(self[-1].weight)
             nn.init.zeros_(self[-1].bias)
-        if output_activation == "warp_ref":  # blend weight sigmoid(-4) = 0.018: it starts almost as 'warp'
-            nn.init.constant_(self[-1].bias[4:], self.REFERENCE_LOGIT)
+        if output_activation == "warp_ref":  # by default blend weight sigmoid(-4) = 0.018: it starts almost as 'warp'
+            logit = self.REFERENCE_LOGIT if reference_blend is None else math.log(reference_blend / (1 - reference_blend))
+            nn.init.constant_(self[-1].bias[4:], logit)
 
     def start(self, frame):
         """The state a chain of steps starts from, given its first frame [B,3,H,W]: the frame itself, or

@@ -117,6 +117,26 @@ def test_warp_ref_blends_both_frames_each_warped_by_its_own_flow():
     assert torch.allclose(gen(x, prev, first), warp(first, shift(0.0, -1.0)), atol=1e-6)
 
 
+def test_reference_blend_sets_the_initial_blend_weight_only(capsys):
+    from modules.modules import Generator
+    x, prev, first = torch.rand(2, 8, 6, 10), torch.rand(2, 3, 6, 10), torch.rand(2, 3, 6, 10)
+    for weight in (0.5, 0.9):
+        gen = Generator(8, 3, "warp_ref", reference_blend=weight).eval()
+        assert torch.allclose(gen(x, prev, first), prev + weight * (first - prev), atol=1e-5)
+    torch.manual_seed(0)
+    default = VAE_Model(8, 4, 4, 8, output_activation="warp_ref").state_dict()
+    torch.manual_seed(0)
+    opened = VAE_Model(8, 4, 4, 8, output_activation="warp_ref", reference_blend=0.5).state_dict()
+    differs = [k for k in default if not torch.equal(default[k], opened[k])]
+    assert differs == ["Generator.7.bias"] and torch.equal(opened["Generator.7.bias"][4:], torch.zeros(1))
+    import Trainer
+    for argv, message in ((["--output_activation", "warp_ref", "--reference_blend", "1"], "must be in (0, 1), got 1.0"),
+                          (["--reference_blend", "0.5"], "needs --output_activation warp_ref, got sigmoid")):
+        with pytest.raises(SystemExit):
+            Trainer.parse_args(argv)
+        assert f"--reference_blend {message}" in capsys.readouterr().err
+
+
 def test_warp_acc_composes_the_flows_and_resamples_the_first_frame_once():
     """Four steps of half a pixel to the right: warp_acc gives the first frame warped once by 2 pixels
     (sharp), where warp resamples four times (blurred); its state carries the source and the flow."""
