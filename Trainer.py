@@ -81,7 +81,7 @@ def build_parser():
     a("--save_root", default=None, help="output folder (default: a new folder under runs/); a folder that holds "
                                         "another run's checkpoints or history is refused, unless --overwrite")
     a("--overwrite", action="store_true", help="train into a --save_root that holds another run, deleting its "
-                                               "checkpoints, history and validation GIFs first")
+                                               "checkpoints, history, args.json and plots first (not its folders)")
     a("--num_workers", type=int, default=4, help="no effect: frames are decoded once into memory")
     a("--num_epoch", type=int, default=70, help="epochs to run now (a resume continues the numbering)")
     a("--per_save", type=int, default=3, help="save epoch=<e>.ckpt when e %% per_save == 0")
@@ -235,11 +235,6 @@ def make_save_root(args, ckpt):
         folder = Path(args.ckpt_path).parent
         if args.test:
             return folder / "validate"
-        latest = folder / "last.ckpt"
-        if latest.is_file() and not latest.samefile(args.ckpt_path) and checkpoint.load(latest)["epoch"] > ckpt["epoch"]:
-            raise checkpoint.CheckpointError(
-                f"{args.ckpt_path} is older than {latest}: resuming into {folder} would overwrite later "
-                f"checkpoints; give a new --save_root")
         return folder
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     root = Path("runs") / f"{stamp}-{args.kl_anneal_type}"
@@ -250,21 +245,26 @@ def make_save_root(args, ckpt):
     return root
 
 
-def claim_save_root(root, args):
+def claim_save_root(root, args, ckpt):
     """Training never mixes into another run's folder: its checkpoints would be replaced and its
-    history.csv appended to. Resuming a checkpoint of this folder is not another run."""
-    own = args.ckpt_path is not None and Path(args.ckpt_path).resolve().parent == root.resolve()
-    found = sorted(p for pattern in ("*.ckpt", "history.csv", "val_epoch=*.gif") for p in root.glob(pattern))
+    history.csv appended to. Resuming a run's checkpoint in its own folder is the same run, unless a
+    later last.ckpt there would be overwritten."""
+    found = sorted(p for pattern in ("*.ckpt", "history.csv") for p in root.glob(pattern))
+    own = ckpt is not None and "args" in ckpt and Path(args.ckpt_path).absolute().parent.resolve() == root.resolve()
+    latest = root / "last.ckpt"
+    if own and latest.is_file() and not latest.samefile(args.ckpt_path) and checkpoint.load(latest)["epoch"] > ckpt["epoch"]:
+        raise checkpoint.CheckpointError(
+            f"{args.ckpt_path} is older than {latest}: resuming into {root} would overwrite later "
+            f"checkpoints; give a new --save_root")
     if own or not found:
         return
     if not args.overwrite:
         names = ", ".join(p.name for p in found[:3]) + (", ..." if len(found) > 3 else "")
-        ckpts = [p for p in found if p.suffix == ".ckpt"]
-        resume = root / "last.ckpt" if root / "last.ckpt" in ckpts else ckpts[0] if ckpts else None
         raise checkpoint.CheckpointError(
-            f"{root} holds another run ({names}): " + (f"resume it with --ckpt_path {resume}, " if resume else "")
-            + "give another --save_root, or add --overwrite to delete it and start there")
-    for path in found:
+            f"{root} holds another run ({names}): " + (f"resume it with --ckpt_path {latest}, " if latest.is_file() else "")
+            + "give another --save_root, or add --overwrite to delete its files and start there")
+    outputs = ("*.ckpt", "history.csv", "val_epoch=*.gif", "psnr_per_frame.*", "loss.png", "schedule.png", "args.json")
+    for path in {p for pattern in outputs for p in root.glob(pattern)}:
         path.unlink()
 
 
@@ -623,7 +623,7 @@ def train(args, ctx):
             root.mkdir(parents=True, exist_ok=True)
             stack.enter_context(locked(root))
             if not args.test:
-                claim_save_root(root, args)
+                claim_save_root(root, args, ckpt)
             return root
 
         save_root = ctx.run_on_main(open_save_root)

@@ -501,9 +501,20 @@ def test_a_new_run_never_mixes_into_another_runs_folder(tiny_data, tmp_path):
     assert [row["epoch"] for row in csv.DictReader(open(out / "history.csv"))] == ["0"]
     assert sorted(p.name for p in out.glob("*.ckpt")) == ["best.ckpt", "epoch=0.ckpt", "last.ckpt"]
     assert checkpoint.load(out / "last.ckpt")["args"]["seed"] == 2
-    # resuming the folder's own checkpoint is not another run
+    # resuming the folder's own checkpoint is not another run ...
     Trainer.main(["--ckpt_path", str(out / "last.ckpt"), "--num_epoch", "1", "--save_root", str(out)])
     assert [row["epoch"] for row in csv.DictReader(open(out / "history.csv"))] == ["0", "1"]
+    linked = tmp_path / "linked"  # nor is a link to another folder's checkpoint, placed where the run goes on
+    linked.mkdir()
+    (linked / "start.ckpt").symlink_to(out / "last.ckpt")
+    Trainer.main(["--ckpt_path", str(linked / "start.ckpt"), "--num_epoch", "1"])
+    assert [row["epoch"] for row in csv.DictReader(open(linked / "history.csv"))] == ["2"]
+    # ... but an older one of them would overwrite later epochs, --save_root given or not
+    with pytest.raises(checkpoint.CheckpointError, match="epoch=0.ckpt is older than .*last.ckpt"):
+        Trainer.main(["--ckpt_path", str(out / "epoch=0.ckpt"), "--num_epoch", "1", "--save_root", str(out)])
+    # what --test writes is not a run
+    Trainer.main(["--test", "--ckpt_path", str(out / "last.ckpt"), "--save_root", str(tmp_path / "v")])
+    Trainer.main(run_args(tiny_data, tmp_path / "v", "--num_epoch", "1"))
 
 
 def test_a_folder_or_a_foreign_file_as_checkpoint_says_what_it_is(tmp_path):
