@@ -189,12 +189,11 @@ def parse_args(argv=None, parser=None):
     for flag in ("batch_size", "per_save", "train_vi_len", "val_vi_len", "frame_H", "frame_W", "eval_samples", "frame_stride"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
-    if args.reference_pose and args.output_activation != "warp_ref" and not args.ckpt_path:  # a resume: the model checks
-        parser.error(f"--reference_pose needs --output_activation warp_ref, got {args.output_activation}")
+    for flag in ("reference_pose", "reference_blend"):  # on a resume the model checks its own head
+        if getattr(args, flag) not in (False, None) and args.output_activation != "warp_ref" and not args.ckpt_path:
+            parser.error(f"--{flag} needs --output_activation warp_ref, got {args.output_activation}")
     if args.reference_blend is not None and not 0 < args.reference_blend < 1:
         parser.error(f"--reference_blend must be in (0, 1), got {args.reference_blend}")
-    if args.reference_blend is not None and args.output_activation != "warp_ref" and not args.ckpt_path:
-        parser.error(f"--reference_blend needs --output_activation warp_ref, got {args.output_activation}")
     if args.reference_gap < 0:
         parser.error(f"--reference_gap must be >= 0 frames, got {args.reference_gap}")
     if args.start_lag < 0:
