@@ -26,9 +26,9 @@ def _gaussian_window(size=11, sigma=1.5, device=None):
     return (g[:, None] * g[None, :]).float()
 
 
-def ssim(pred, target, data_range=1.0, size=11, sigma=1.5, k1=0.01, k2=0.03):
-    """SSIM (Wang et al. 2004) per image: [..., C, H, W] -> [...], mean over channels and over the
-    positions where the whole 11x11 Gaussian window fits (as scikit-image crops its border)."""
+def ssim_map(pred, target, data_range=1.0, size=11, sigma=1.5, k1=0.01, k2=0.03):
+    """SSIM at every position where the whole Gaussian window fits: [..., C, H, W] -> [N, C, H', W']
+    with N the product of the leading dimensions."""
     shape = pred.shape
     x = pred.float().clamp(0, data_range).reshape(-1, 1, *shape[-2:])
     y = target.float().reshape(-1, 1, *shape[-2:])
@@ -38,7 +38,14 @@ def ssim(pred, target, data_range=1.0, size=11, sigma=1.5, k1=0.01, k2=0.03):
     vx, vy, cxy = blur(x * x) - mx ** 2, blur(y * y) - my ** 2, blur(x * y) - mx * my
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
     s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
-    return s.flatten(1).mean(1).reshape(*shape[:-2]).mean(-1)
+    return s.reshape(-1, shape[-3], *s.shape[-2:])
+
+
+def ssim(pred, target, data_range=1.0, size=11, sigma=1.5, k1=0.01, k2=0.03):
+    """SSIM (Wang et al. 2004) per image: [..., C, H, W] -> [...], mean over channels and over the
+    positions where the whole 11x11 Gaussian window fits (as scikit-image crops its border)."""
+    s = ssim_map(pred, target, data_range, size, sigma, k1, k2)
+    return s.flatten(1).mean(1).reshape(pred.shape[:-3])
 
 
 def sample_summary(psnr, ssim):
@@ -48,3 +55,48 @@ def sample_summary(psnr, ssim):
     rows = torch.arange(len(best), device=psnr.device)
     return {"psnr_mean": psnr.mean(1), "psnr_best": psnr[rows, best],
             "ssim_mean": ssim.mean(1), "ssim_best": ssim[rows, best], "best_sample": best}
+
+
+# -- the pose region: where the dancer is ---------------------------------------------------------
+# About 87% of a frame is static background, which an empty room predicts well. The pose region is
+# what the pose label says belongs to the person: its non-background pixels, dilated by `radius`.
+
+def label_background(labels):
+    """The background colour of each pose label [..., 3, H, W] -> [..., 3, 1, 1]: the per-channel
+    median of its border pixels (white for the synthetic labels, black for OpenPose renders)."""
+    border = torch.cat([labels[..., 0, :], labels[..., -1, :], labels[..., :, 0], labels[..., :, -1]], -1)
+    return border.float().median(-1).values[..., None, None]
+
+
+def pose_region(labels, radius=2, threshold=0.1):
+    """Bool mask [..., H, W] of the pixels within `radius` px (square) of a pose label's skeleton,
+    i.e. of the pixels that differ from the label's background colour by more than `threshold`."""
+    labels = labels.float()
+    skeleton = (labels - label_background(labels)).abs().amax(-3) > threshold  # [..., H, W]
+    flat = skeleton.reshape(-1, 1, *skeleton.shape[-2:]).float()
+    grown = torch.nn.functional.max_pool2d(flat, 2 * radius + 1, stride=1, padding=radius)
+    return grown.reshape(skeleton.shape) > 0
+
+
+def region_psnr(pred, target, region, data_range=1.0):
+    """PSNR in dB over the pixels of region [..., H, W] only: pred, target [..., C, H, W] -> [...].
+    NaN where the region is empty (average with nanmean)."""
+    weight = region.unsqueeze(-3).float()
+    err = (pred.float().clamp(0, data_range) - target.float()).pow(2) * weight
+    count = weight.flatten(-3).sum(-1) * pred.shape[-3]
+    mse = err.flatten(-3).sum(-1) / count
+    value = 10 * torch.log10(data_range ** 2 / mse.clamp_min(1e-10))
+    return torch.where(count > 0, value, torch.full_like(value, float("nan")))
+
+
+def region_ssim(pred, target, region, data_range=1.0, size=11):
+    """SSIM averaged over the window centres that lie in region [..., H, W] (a masked SSIM):
+    [..., C, H, W] -> [...]. NaN where no window centre lies in the region."""
+    shape = pred.shape
+    s = ssim_map(pred, target, data_range, size)  # [N, C, H - size + 1, W - size + 1]
+    m = size // 2
+    inner = region.reshape(-1, 1, *shape[-2:])[..., m:shape[-2] - m, m:shape[-1] - m].float()
+    count = inner.flatten(1).sum(1) * shape[-3]
+    total = (s * inner).flatten(1).sum(1)
+    value = (total / count.clamp_min(1)).where(count > 0, torch.full_like(total, float("nan")))
+    return value.reshape(shape[:-3])

@@ -39,3 +39,37 @@ def test_ssim_matches_scikit_image():
         assert abs(ours[i].item() - ref) < 1e-3, (ours[i].item(), ref)
     assert torch.allclose(ssim(target, target), torch.ones(4))
     assert ssim(pred[None], target[None]).shape == (1, 4)  # batched over leading dims
+
+
+def _label(bg, H=16, W=24):
+    """A pose label: background colour bg with a red vertical limb at column 10, rows 4..11."""
+    lab = torch.tensor(bg, dtype=torch.float32)[:, None, None].expand(3, H, W).clone()
+    lab[:, 4:12, 10] = torch.tensor([1.0, 0.0, 0.0])[:, None]
+    return lab
+
+
+def test_pose_region_finds_the_skeleton_on_white_and_black_labels():
+    from metrics import pose_region
+    for bg in ([1.0, 1.0, 1.0], [0.0, 0.0, 0.0]):
+        region = pose_region(_label(bg), radius=2)
+        expected = torch.zeros(16, 24, dtype=torch.bool)
+        expected[2:14, 8:13] = True
+        assert torch.equal(region, expected), bg
+
+
+def test_region_psnr_sees_only_the_dancer():
+    from metrics import pose_region, region_psnr, region_ssim
+    torch.manual_seed(0)
+    room = torch.rand(3, 16, 24)
+    dancer = room.clone()
+    dancer[:, 3:13, 8:13] = torch.rand(3, 10, 5)
+    region = pose_region(_label([1.0, 1.0, 1.0]))
+    # the background wrong but the dancer right: a perfect region score
+    wrong_room = dancer.clone()
+    wrong_room[:, :, 16:] = 0
+    assert region_psnr(wrong_room, dancer, region).item() == 100.0
+    # an empty room is right about 85% of the pixels and scores low on the region
+    assert psnr(room, dancer).item() > region_psnr(room, dancer, region).item() + 5
+    assert region_ssim(dancer, dancer, torch.ones(16, 24, dtype=torch.bool)).item() == pytest.approx(1.0)
+    # an empty region gives NaN, not a score
+    assert torch.isnan(region_psnr(room, dancer, torch.zeros(16, 24, dtype=torch.bool)))
