@@ -51,8 +51,7 @@ class ConvFFN(nn.Module):
 
     def __init__(self, in_ch, slope=0.1):
         super().__init__()
-        # the course caps the hidden width at 1024 (but never below 2c); equal to 4c up to c=256
-        hidden = max(min(in_ch * 4, 1024), in_ch * 2)
+        hidden = in_ch * 4  # as the course, at every width
         self.conv = conv1x1(in_ch, hidden)
         self.conv_out = conv1x1(hidden // 2, in_ch)
         self.relu = nn.LeakyReLU(negative_slope=slope)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from model import VAE_Model, kl_criterion
-from modules import Gaussian_Predictor, check_dims, reparameterize
+from modules import ConvFFN, Gaussian_Predictor, check_dims, reparameterize
 
 # every key, shape and dtype of a course checkpoint (a copy of shared/reference/course-state-dict-keys.tsv)
 TSV = Path(__file__).resolve().parent / "data" / "course-state-dict-keys.tsv"
@@ -54,6 +54,20 @@ def test_shapes_of_every_module(dims):
     out = m.Generator(h)
     assert out.shape == (3, 3, 32, 64)
     assert out.min() >= 0 and out.max() <= 1  # sigmoid output
+
+
+@pytest.mark.parametrize("width", [8, 256, 320, 384, 600])
+def test_conv_ffn_hidden_width_is_4c_at_every_width_as_the_course(width):
+    ffn = ConvFFN(width)
+    assert ffn.conv.weight.shape == (4 * width, width, 1, 1)
+    assert ffn.conv_out.weight.shape == (width, 2 * width, 1, 1)
+
+
+def test_wide_model_has_the_course_shapes():
+    """--F_dim 256 --D_out_dim 384: the Generator's first ConvFFN has 384 -> 1536 channels, as in the course."""
+    sd = VAE_Model(256, 32, 12, 384, output_activation="none").state_dict()
+    assert sd["Generator.0.block.1.conv.weight"].shape == (1536, 384, 1, 1)
+    assert sd["Decoder_Fusion.0.block.1.conv.weight"].shape == (4 * 300, 300, 1, 1)
 
 
 def test_output_activation_none_is_unbounded():
