@@ -98,10 +98,12 @@ def build_parser():
     a("--tfr_sde", type=int, default=10, help="epoch from which the teacher-forcing ratio decays")
     a("--tfr_d_step", type=float, default=0.1, help="teacher-forcing decay per epoch")
     a("--ckpt_path", default=None, help="checkpoint to resume from (or a course checkpoint: weights only)")
-    a("--fast_train", action=argparse.BooleanOptionalAction, default=False, help="use --fast_partial of the data for the first epochs")
+    a("--fast_train", action=argparse.BooleanOptionalAction, default=False,
+      help="use --fast_partial of the data for epochs 0 .. fast_train_epoch + 1, as the course template does")
     a("--fast_partial", type=float, default=0.4)
     a("--fast_train_epoch", type=int, default=5)
-    a("--kl_anneal_type", default="Cyclical", help="Cyclical, Monotonic or None (Without)")
+    a("--kl_anneal_type", default="Cyclical", help="Cyclical, Monotonic or None (Without, W/O)")
+    a("--no_sanity", action="store_true", help="accepted for course compatibility; no effect (there is no sanity check)")
     a("--kl_anneal_cycle", type=int, default=10)
     a("--kl_anneal_ratio", type=float, default=1.0)
     # beyond the course
@@ -115,6 +117,8 @@ def build_parser():
     a("--prior", default="fixed", choices=PRIORS,
       help="z at validation/test: 'fixed' N(0,I) (the course, SVG-FP) or 'learned' p(z_t | x_t-1, p_t) (SVG-LP)")
     a("--eval_samples", type=int, default=1, help="rollouts per val sequence: mean and best-of-K PSNR/SSIM")
+    a("--tf_draw", default="epoch", choices=["epoch", "step"],
+      help="draw teacher forcing once per epoch (the course) or once per step (this repo before; prior_study.sh)")
     a("--milestones", type=int, nargs="*", default=[2, 5], help="MultiStepLR epochs where lr *= gamma")
     a("--gamma", type=float, default=0.1)
     a("--grad_clip", type=float, default=1.0, help="gradient-norm clip (0: off)")
@@ -297,7 +301,7 @@ def train_one_epoch(model, optimizer, sampler, args, run, epoch, stop, ctx=None,
     Under torchrun, `net` is the DDP wrapper of `model` and each rank trains on its slice of a batch."""
     ctx, net = ctx or distributed.Context(), net or model
     model.train()
-    partial = args.fast_partial if args.fast_train and epoch < args.fast_train_epoch else args.partial
+    partial = args.fast_partial if in_fast_train(args, epoch) else args.partial
     beta = run["annealer"].get_beta()
     steps = sampler.num_clips(partial) // (args.batch_size * ctx.world)
     if steps == 0:
@@ -312,7 +316,7 @@ def train_one_epoch(model, optimizer, sampler, args, run, epoch, stop, ctx=None,
     bar = tqdm(batches, total=steps, initial=pos["step"], desc=f"epoch {epoch}", ncols=120, leave=False,
                disable=None if ctx.is_main else True)
     for step, (img, label, reference) in enumerate(bar, start=pos["step"]):
-        teacher_forcing = use_teacher_forcing(run["tfr"], args.seed, epoch, step)  # the same on every rank
+        teacher_forcing = use_teacher_forcing(run["tfr"], args.seed, epoch, step, args.tf_draw == "step")  # every rank
         B, T = img.shape[:2]
         # noise for the whole global batch from the RNG every rank shares; this rank takes its rows
         eps = torch.randn(B * ctx.world, T - 1, model.N_dim, *img.shape[-2:], device=img.device)[ctx.rank * B:(ctx.rank + 1) * B]
@@ -352,6 +356,12 @@ def train_one_epoch(model, optimizer, sampler, args, run, epoch, stop, ctx=None,
     run["in_epoch"] = None
     means = [t / pos["good"] for t in pos["totals"]] if pos["good"] else [math.nan] * 3
     return ctx.all_mean(means), pos["bad"]
+
+
+def in_fast_train(args, epoch):
+    """The course template builds an epoch's dataset before it switches fast training off (once
+    epoch > fast_train_epoch), so epochs 0 .. fast_train_epoch + 1 train on --fast_partial."""
+    return args.fast_train and epoch <= args.fast_train_epoch + 1
 
 
 def resume_position(pos, batch_size, world):

@@ -6,11 +6,13 @@ from model import stream_seed
 KL_TYPES = ("Cyclical", "Monotonic", "None")
 
 
+COURSE_NONE = ("Without", "W/O")  # the course's and the assignment's spellings of None
+
+
 def normalize_kl_type(name):
-    """'Without' is the course's spelling of None."""
-    name = "None" if name == "Without" else name
+    name = "None" if name in COURSE_NONE else name
     if name not in KL_TYPES:
-        raise ValueError(f"--kl_anneal_type must be one of {KL_TYPES} (or Without), got {name!r}")
+        raise ValueError(f"--kl_anneal_type must be one of {KL_TYPES} (or Without, W/O), got {name!r}")
     return name
 
 
@@ -39,13 +41,16 @@ class kl_annealing:
 
 
 def next_tfr(tfr, epoch, tfr_sde, tfr_d_step):
-    """Teacher-forcing ratio after epoch `epoch` (0-based) ends."""
-    return max(0.0, tfr - tfr_d_step) if epoch >= tfr_sde else tfr
+    """Teacher-forcing ratio for the epoch after `epoch` (0-based), as the course: it decays once the
+    next epoch's number reaches tfr_sde (with the defaults, epoch 10 is the first at 0.9)."""
+    return max(0.0, tfr - tfr_d_step) if epoch + 1 >= tfr_sde else tfr
 
 
-def use_teacher_forcing(tfr, seed, epoch, step):
-    """One draw per step, derived from (seed, epoch, step) so it is identical on every rank and on resume."""
-    return random.Random(stream_seed(seed, "tf", epoch, step)).random() < tfr
+def use_teacher_forcing(tfr, seed, epoch, step, per_step=False):
+    """One draw per epoch, as the course (or per step, with --tf_draw step), derived from (seed, epoch[, step])
+    so it is identical on every rank and on resume."""
+    key = (seed, "tf", epoch, step) if per_step else (seed, "tf-epoch", epoch)
+    return random.Random(stream_seed(*key)).random() < tfr
 
 
 def lr_at(lr, gamma, milestones, epoch):

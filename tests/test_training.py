@@ -247,24 +247,63 @@ def test_monotonic_and_none_tables():
     assert betas(kl_annealing("Monotonic", 10, 1.0), 12) == [0, .1, .2, .3, .4, .5, .6, .7, .8, .9, 1, 1]
     assert betas(kl_annealing("None", 10, 1.0), 3) == [1, 1, 1]
     assert betas(kl_annealing("Without", 10, 1.0), 2) == [1, 1]
+    assert betas(kl_annealing("W/O", 10, 1.0), 2) == [1, 1]
     with pytest.raises(ValueError, match="kl_anneal_type"):
         kl_annealing("Linear")
 
 
-def test_teacher_forcing_decay_table():
-    tfr, table = 1.0, []
-    for epoch in range(7):
+def test_teacher_forcing_decays_as_the_course():
+    """The course updates tfr after current_epoch += 1: with the defaults epoch 10 is the first at 0.9."""
+    tfr, used = 1.0, []
+    for epoch in range(13):
+        used.append(round(tfr, 6))
+        tfr = next_tfr(tfr, epoch, tfr_sde=10, tfr_d_step=0.1)
+    assert used == [1.0] * 10 + [0.9, 0.8, 0.7]
+    tfr, used = 1.0, []
+    for epoch in range(6):
+        used.append(round(tfr, 6))
         tfr = next_tfr(tfr, epoch, tfr_sde=2, tfr_d_step=0.3)
-        table.append(round(tfr, 6))
-    assert table == [1.0, 1.0, 0.7, 0.4, 0.1, 0.0, 0.0]
+    assert used == [1.0, 1.0, 0.7, 0.4, 0.1, 0.0]
 
 
 def test_teacher_forcing_draw_is_reproducible_and_has_the_right_rate():
-    draws = [use_teacher_forcing(0.3, 1, 0, step) for step in range(4000)]
-    assert draws == [use_teacher_forcing(0.3, 1, 0, step) for step in range(4000)]
-    assert abs(sum(draws) / 4000 - 0.3) < 0.03
-    assert all(use_teacher_forcing(1.0, 1, 0, s) for s in range(50))
-    assert not any(use_teacher_forcing(0.0, 1, 0, s) for s in range(50))
+    for per_step in (False, True):
+        key = (lambda i: (0, i)) if per_step else (lambda i: (i, 0))  # noqa: E731  (epoch, step)
+        draws = [use_teacher_forcing(0.3, 1, *key(i), per_step) for i in range(4000)]
+        assert draws == [use_teacher_forcing(0.3, 1, *key(i), per_step) for i in range(4000)]
+        assert abs(sum(draws) / 4000 - 0.3) < 0.03
+        assert all(use_teacher_forcing(1.0, 1, *key(i), per_step) for i in range(50))
+        assert not any(use_teacher_forcing(0.0, 1, *key(i), per_step) for i in range(50))
+    assert len({use_teacher_forcing(0.5, 1, 3, step) for step in range(100)}) == 1  # the default: once per epoch
+
+
+@pytest.mark.parametrize("tf_draw", ["epoch", "step"])
+def test_trainer_draws_teacher_forcing_once_per_epoch_as_the_course(tiny_data, tmp_path, monkeypatch, tf_draw):
+    seen = []
+    clip_loss = VAE_Model.clip_loss
+
+    def recording(self, img, label, beta, teacher_forcing, *args, **kwargs):
+        seen.append(teacher_forcing)
+        return clip_loss(self, img, label, beta, teacher_forcing, *args, **kwargs)
+
+    monkeypatch.setattr(VAE_Model, "clip_loss", recording)
+    Trainer.main(run_args(tiny_data, tmp_path / "r", "--num_epoch", "4", "--tfr", "0.5", "--tfr_sde", "1",
+                          "--tfr_d_step", "0.1", "--tf_draw", tf_draw))
+    tfrs = [float(r["tfr"]) for r in csv.DictReader(open(tmp_path / "r" / "history.csv"))]
+    assert tfrs == pytest.approx([0.5, 0.4, 0.3, 0.2])  # decays from epoch tfr_sde = 1 on
+    per_epoch = [seen[5 * e:5 * e + 5] for e in range(4)]  # 10 clips of 4 frames, batch 2: 5 steps per epoch
+    assert len(seen) == 20
+    if tf_draw == "epoch":
+        assert per_epoch == [[use_teacher_forcing(t, 1, e, 0)] * 5 for e, t in enumerate(tfrs)]
+        assert {True, False} == set(seen)  # both draws happen over these 4 epochs
+    else:
+        assert any(len(set(steps)) == 2 for steps in per_epoch)
+
+
+def test_fast_train_covers_epochs_0_to_fast_train_epoch_plus_1_as_the_template():
+    args = Trainer.parse_args(["--fast_train"])
+    assert [Trainer.in_fast_train(args, e) for e in range(9)] == [True] * 7 + [False] * 2
+    assert not Trainer.in_fast_train(Trainer.parse_args([]), 0)
 
 
 def test_lr_follows_multistep():
@@ -279,7 +318,9 @@ def test_course_flags_and_defaults():
     assert (a.F_dim, a.L_dim, a.N_dim, a.D_out_dim, a.frame_H, a.frame_W) == (128, 32, 12, 192, 32, 64)
     assert (a.tfr, a.tfr_sde, a.tfr_d_step, a.kl_anneal_type, a.kl_anneal_cycle) == (1.0, 10, 0.1, "Cyclical", 10)
     assert (a.fast_partial, a.fast_train_epoch, a.num_workers) == (0.4, 5, 4)
-    assert Trainer.parse_args(["--kl_anneal_type", "Without"]).kl_anneal_type == "None"
+    for spelling in ("Without", "W/O", "None"):
+        assert Trainer.parse_args(["--kl_anneal_type", spelling]).kl_anneal_type == "None"
+    assert Trainer.parse_args(["--no_sanity"]).no_sanity  # a course flag, accepted
     q = Trainer.parse_args(["--preset", "quick", "--batch_size", "2"])
     assert q.batch_size == 2 and q.F_dim == Trainer.PRESETS["quick"]["F_dim"]
 
