@@ -178,12 +178,16 @@ class Dataset_Dance(Dataset):
     mode='val': the validation sequence(s), cut the same way (video_len=630 -> the one sequence).
     mode='test': (first frame [1,3,H,W], video_len labels) per sequence folder; .gt holds the
     ground truth [S,T,3,H,W] uint8 when DR/test/test_gt exists (the synthetic set), else None.
-    Items are float tensors in [0,1] of shape [T,3,frame_H,frame_W]; `transform`, if given, is an
-    extra tensor transform applied to each item after the resize."""
+    Items are float tensors in [0,1] of shape [T,3,frame_H,frame_W]. `transform`, if given: a course
+    transform (a torchvision ToTensor at its end) is applied as the course does, to each frame's PIL
+    image, except the course's own Compose([Resize((H, W)), ToTensor()]), which gives the same tensors
+    from the cache at H x W; any other transform is a tensor transform applied to each item after the resize."""
 
     def __init__(self, root, transform=None, mode="train", video_len=16, partial=1.0,
-                 frame_H=32, frame_W=64, cache=True):
+                 frame_H=None, frame_W=None, cache=True):
         super().__init__()
+        frame_H, frame_W, transform = resolve_transform(transform, frame_H, frame_W)
+        self.pil_transform = transform if expects_pil(transform) else None
         if mode not in ("train", "val", "test"):
             raise ValueError(f"mode must be 'train', 'val' or 'test', got {mode!r}")
         if video_len < 1:
@@ -210,6 +214,7 @@ class Dataset_Dance(Dataset):
         if len(frame_files) < self.video_len:
             raise DatasetError(f"{split_dir / f'{m}_img'} has {len(frame_files)} frames, "
                                f"fewer than one clip of {self.video_len}")
+        self.files = (frame_files, label_files)  # for a PIL transform
         self.frames = load_images(frame_files, *self.size, cache_dir, f"{m}_img")
         self.labels = load_images(label_files, *self.size, cache_dir, f"{m}_label")
         self.gt = None
@@ -236,6 +241,7 @@ class Dataset_Dance(Dataset):
             first_files.append(firsts[0])
             label_files += labels[:self.video_len]
         T, (H, W) = self.video_len, self.size
+        self.files = (first_files, label_files)
         self.sequence_names = names
         self.frames = load_images(first_files, H, W, cache_dir, "test_img")[:, None]
         self.labels = load_images(label_files, H, W, cache_dir, "test_label").reshape(len(names), T, 3, H, W)
@@ -250,14 +256,73 @@ class Dataset_Dance(Dataset):
     def __getitem__(self, index):
         if not 0 <= index < len(self):
             raise IndexError(index)
+        T = self.video_len
+        if self.pil_transform is not None:
+            frames, labels = self.files
+            imgs = frames[index:index + 1] if self.mode == "test" else frames[index * T:(index + 1) * T]
+            return self.transform_files(imgs), self.transform_files(labels[index * T:(index + 1) * T])
         if self.mode == "test":
             img, label = to_float(self.frames[index]), to_float(self.labels[index])
         else:
-            clip = slice(index * self.video_len, (index + 1) * self.video_len)
+            clip = slice(index * T, (index + 1) * T)
             img, label = to_float(self.frames[clip]), to_float(self.labels[clip])
         if self.transform is not None:
             img, label = self.transform(img), self.transform(label)
         return img, label
+
+
+    def transform_files(self, paths):
+        """The course's item: the transform of each file's RGB PIL image, stacked."""
+        def load(path):
+            with Image.open(path) as img:
+                return self.pil_transform(img.convert("RGB"))
+        return torch.stack([load(p) for p in paths])
+
+
+def torchvision_transforms():
+    try:
+        import torchvision.transforms as T
+    except ImportError:  # then no transform can be a torchvision one
+        return None
+    return T
+
+
+def steps_of(transform):
+    T = torchvision_transforms()
+    return list(transform.transforms) if T is not None and isinstance(transform, T.Compose) else [transform]
+
+
+def expects_pil(transform):
+    """A course transform: torchvision's ToTensor / PILToTensor among its steps, so it reads PIL images."""
+    T = torchvision_transforms()
+    return T is not None and transform is not None and \
+        any(isinstance(step, (T.ToTensor, T.PILToTensor)) for step in steps_of(transform))
+
+
+def course_resize(transform):
+    """(H, W) when transform is Compose([Resize((H, W)), ToTensor()]) with bilinear antialiased resizing,
+    which decode() reproduces; else None."""
+    T = torchvision_transforms()
+    steps = steps_of(transform) if transform is not None else []
+    if T is None or len(steps) != 2 or not isinstance(steps[0], T.Resize) or not isinstance(steps[1], T.ToTensor):
+        return None
+    resize = steps[0]
+    if not isinstance(resize.size, (list, tuple)) or len(resize.size) != 2 or resize.max_size is not None:
+        return None
+    bilinear = resize.interpolation in (T.InterpolationMode.BILINEAR, Image.BILINEAR)
+    return tuple(resize.size) if bilinear and resize.antialias in (True, None) else None
+
+
+def resolve_transform(transform, frame_H, frame_W):
+    """(frame_H, frame_W, transform): the course's Resize + ToTensor becomes the cache's size (no transform
+    left to apply); frame_H / frame_W that contradict it are an error; 32 x 64 when neither gives a size."""
+    size = course_resize(transform)
+    if size is None:
+        return frame_H or 32, frame_W or 64, transform
+    for name, given, wanted in (("frame_H", frame_H, size[0]), ("frame_W", frame_W, size[1])):
+        if given is not None and given != wanted:
+            raise DatasetError(f"{name}={given} contradicts the transform's Resize({tuple(size)})")
+    return size[0], size[1], None
 
 
 def _sequence_order(name):
