@@ -495,6 +495,8 @@ def checkpoint_state(model, optimizer, args, run, epoch):
             "tfr": run["tfr"], "kl_anneal": {"settings": a.settings(), "epoch": a.epoch},
             "best_psnr": run["best_psnr"], "bad_in_a_row": run["bad_in_a_row"], "in_epoch": run["in_epoch"],
             "args": saved_args,
+            # what the course's load_checkpoint reads: the epoch's lr, and the epoch just trained
+            "lr": optimizer.param_groups[0]["lr"], "last_epoch": epoch,
             "rng": checkpoint.rng_state(next(model.parameters()).device),
             "torch_version": str(torch.__version__), "git_commit": checkpoint.git_commit()}
 
@@ -618,7 +620,7 @@ def train(args, ctx):
     if args.ema and not args.test:
         run["ema"] = EMA(model, args.ema)
         if ckpt is not None and "train_state_dict" in ckpt:
-            run["ema"].load(ckpt["state_dict"], ckpt["ema_updates"])
+            run["ema"].load(ckpt["state_dict"], ckpt["ema_updates"], args.ckpt_path)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {n_params:,} parameters | device {device}" + (f" x {ctx.world} processes" if ctx.active else "")
         + (f" | validating an EMA of the weights (decay {args.ema:g})" if run["ema"] is not None else "")

@@ -8,6 +8,8 @@ import copy
 
 import torch
 
+import checkpoint
+
 
 class EMA:
     """avg = d * avg + (1 - d) * weights after each optimizer step, with d = min(decay, (1 + n) / (10 + n))
@@ -29,6 +31,6 @@ class EMA:
         for avg, live in zip(self.model.buffers(), model.buffers()):
             avg.copy_(live)
 
-    def load(self, state_dict, updates):
-        self.model.load_state_dict(state_dict, strict=True)
+    def load(self, state_dict, updates, path):
+        checkpoint.load_weights(self.model, state_dict, path)
         self.updates = updates

@@ -126,12 +126,19 @@ class Generator(nn.Sequential):
             nn.Conv2d(d // 8, self.CHANNELS.get(output_activation, output_nc), kernel_size=1),
         )
         self.output_activation, self.flow_deadzone = output_activation, flow_deadzone
+        if output_activation != "none":  # a strict load_state_dict in course code refuses it, by this name
+            self.register_buffer(self.marker_name(output_activation), torch.zeros(()))
         if output_activation in ("residual", "warp", "warp_ref", "warp_acc"):
             nn.init.zeros_(self[-1].weight)
             nn.init.zeros_(self[-1].bias)
         if output_activation == "warp_ref":  # by default blend weight sigmoid(-4) = 0.018: it starts almost as 'warp'
             logit = self.REFERENCE_LOGIT if reference_blend is None else math.log(reference_blend / (1 - reference_blend))
             nn.init.constant_(self[-1].bias[4:], logit)
+
+    @staticmethod
+    def marker_name(output_activation):
+        """The buffer that makes course code refuse a head it cannot run (its keys and shapes may be the course's)."""
+        return f"output_activation_{output_activation}_is_not_the_course_model"
 
     def start(self, frame):
         """The state a chain of steps starts from, given its first frame [B,3,H,W]: the frame itself, or

@@ -30,7 +30,7 @@ def average(paths):
                                                  f"only checkpoints of one architecture average")
     state = {}
     for key, value in ckpts[-1]["state_dict"].items():
-        if value.is_floating_point():
+        if value.is_floating_point() and not checkpoint.is_marker(key):  # the marker: older checkpoints lack it
             state[key] = sum(c["state_dict"][key].double() for c in ckpts).div(len(ckpts)).to(value.dtype)
         else:
             state[key] = value
