@@ -1,6 +1,6 @@
 """Roll out every test sequence from its first frame, write GIFs and the Kaggle submission CSV.
 
-    python Tester.py --ckpt_path runs/x/best.ckpt [--DR data/synthetic] [--save_root out/]
+    python Tester.py --ckpt_path runs/x/best.ckpt [--DR dataset] [--save_root out/] [--overwrite]
 """
 import time
 
@@ -28,15 +28,28 @@ COURSE_ARCH = dict(F_dim=128, L_dim=32, N_dim=12, D_out_dim=192, output_activati
                    frame_H=32, frame_W=64, reference_pose=False)
 
 
+# the course Tester's flags (its Trainer's, plus --make_gif) that mean nothing here: accepted, noted once
+COURSE_ONLY = {"batch_size": int, "lr": float, "optim": str, "gpu": int, "test": bool, "store_visualization": bool,
+               "num_workers": int, "num_epoch": int, "per_save": int, "partial": float, "train_vi_len": int,
+               "tfr": float, "tfr_sde": int, "tfr_d_step": float, "fast_train": bool, "fast_partial": float,
+               "fast_train_epoch": int, "kl_anneal_type": str, "kl_anneal_cycle": int, "kl_anneal_ratio": float,
+               "no_sanity": bool, "make_gif": bool}
+TEST_OUTPUTS = ("submission.csv", "pred_seq*.gif", "psnr.csv", "psnr_per_frame.png")
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
     a("--ckpt_path", required=True, help="a Trainer checkpoint, or a course checkpoint (weights only)")
-    a("--DR", default="data/synthetic", help="dataset root with test/test_img and test/test_label")
-    a("--save_root", default=None, help="output folder (default: <checkpoint folder>/test)")
+    a("--DR", default=None, help="dataset root with test/test_img and test/test_label (default: the checkpoint's)")
+    a("--save_root", default=None, help="output folder (default: <checkpoint folder>/test); one that holds "
+                                        "another test's outputs is refused, unless --overwrite")
+    a("--overwrite", action="store_true", help="write into a --save_root that holds another test's outputs, "
+                                               "deleting them first")
     a("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     a("--seed", type=int, default=1, help="z ~ N(0,I) is seeded per (seed, sequence): same seed, same CSV")
-    a("--test_len", type=int, default=630, help="frames per sequence, the given first frame included")
+    a("--test_len", "--val_vi_len", type=int, default=630,
+      help="frames per sequence, the given first frame included (--val_vi_len: the course's name)")
     a("--gt_dir", default=None, help="ground-truth frames <gt_dir>/<i>/<n>.png (default: DR/test/test_gt if any)")
     a("--no_gif", action="store_true", help="skip the GIFs")
     a("--eval_samples", type=int, default=1, help="rollouts per sequence: mean and best-of-K PSNR/SSIM "
@@ -52,7 +65,40 @@ def parse_args(argv=None):
     for flag in (f for f in ARCH_FLAGS if f not in NEWER_ARCH_FLAGS):  # course checkpoints predate those
         a(f"--{flag}", default=None, type=str if flag in ("output_activation", "prior") else int,
           help=f"course checkpoints only (default {COURSE_ARCH[flag]})")
+    for flag, kind in COURSE_ONLY.items():
+        a(f"--{flag}", default=argparse.SUPPRESS, help="the course's; no effect here",
+          **({"action": "store_true"} if kind is bool else {"type": kind}))
     return p.parse_args(argv)
+
+
+def note_course_only_flags(args):
+    given = [f"--{flag}" for flag in COURSE_ONLY if hasattr(args, flag)]
+    if given:
+        print(f"note: {', '.join(given)}: course flags with no effect in Tester.py (every test sequence rolls out "
+              f"in one batch; GIFs are written unless --no_gif)", file=sys.stderr)
+
+
+def dataset_root(args, ckpt):
+    """--DR, else the dataset the checkpoint was trained on."""
+    if args.DR is not None:
+        return args.DR
+    saved = ckpt.get("args", {}).get("DR")
+    if saved is None:
+        raise checkpoint.CheckpointError(f"{args.ckpt_path} records no dataset (a course checkpoint): give --DR")
+    if not Path(saved).is_dir():
+        raise DatasetError(f"the dataset {args.ckpt_path} was trained on, {saved}, does not exist: give --DR")
+    return saved
+
+
+def claim_save_root(root, overwrite):
+    """As the Trainer's rule: another test's outputs are never written over without --overwrite."""
+    found = sorted(p for pattern in TEST_OUTPUTS for p in root.glob(pattern))
+    if found and not overwrite:
+        names = ", ".join(p.name for p in found[:3]) + (", ..." if len(found) > 3 else "")
+        raise checkpoint.CheckpointError(f"{root} holds another test's outputs ({names}): give another --save_root, "
+                                         f"or add --overwrite to replace them")
+    for path in found:
+        path.unlink()
 
 
 def architecture(args, ckpt):
@@ -146,11 +192,16 @@ def main(argv=None):
 def run(args, pool, work_start):
     distributed.use_device(args.device)
     ckpt = checkpoint.load(args.ckpt_path)
+    args.DR = dataset_root(args, ckpt)
+    save_root = Path(args.save_root) if args.save_root else Path(args.ckpt_path).parent / "test"
+    print(f"testing {args.ckpt_path} on the dataset {args.DR} -> {save_root}")
+    note_course_only_flags(args)
+    if save_root.is_dir():
+        claim_save_root(save_root, args.overwrite)
     arch = architecture(args, ckpt)
     data = pool.submit(load_test_data, args, (arch.frame_H, arch.frame_W))  # decoding beside the model's setup
     model = build_model(args, ckpt, arch)
     test, gt = data.result()
-    save_root = Path(args.save_root) if args.save_root else Path(args.ckpt_path).parent / "test"
     save_root.mkdir(parents=True, exist_ok=True)
     S, K, T = len(test), args.eval_samples, args.test_len
     first = torch.from_numpy(test.frames[:, 0]).to(args.device).float() / 255
@@ -187,7 +238,7 @@ def run(args, pool, work_start):
     now = time.time()
     seconds["CSV, GIFs" + (" and scores" if gt is not None else "")] = now - work_start - sum(seconds.values())
     print(f"{S} sequences x {T} frames in {now - work_start:.1f} s (process {now - PROCESS_START:.1f} s; "
-          + ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items()) + f") -> {save_root}/submission.csv"
+          + ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items()) + f"; dataset {args.DR}) -> {save_root}/submission.csv"
           + ("" if args.no_gif else ", pred_seq<i>.gif"))
     return frames
 

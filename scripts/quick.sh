@@ -5,4 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/quick}
 python Trainer.py --preset quick --save_root "$OUT" "$@"
-python Tester.py --ckpt_path "$OUT/best.ckpt" --save_root "$OUT/test"
+TEST_FLAGS=()
+for flag in "$@"; do if [ "$flag" = --overwrite ]; then TEST_FLAGS+=(--overwrite); fi; done  # the old test too
+python Tester.py --ckpt_path "$OUT/best.ckpt" --save_root "$OUT/test" ${TEST_FLAGS[@]+"${TEST_FLAGS[@]}"}

@@ -289,3 +289,49 @@ def test_compile_without_a_cuda_graph_says_it_does_nothing(trained, tmp_path, ca
     compiled = run_tester(trained, tmp_path / "b", "--no_gif", "--compile")
     assert np.array_equal(plain, compiled)
     assert "note: --compile compiles the CUDA graph's frame step" in capsys.readouterr().err
+
+
+COURSE_TESTER_FLAGS = ["--batch_size", "2", "--lr", "0.001", "--device", "cpu", "--optim", "Adam", "--gpu", "1",
+                       "--test", "--store_visualization", "--num_workers", "0", "--num_epoch", "70", "--per_save", "3",
+                       "--partial", "1.0", "--train_vi_len", "16", "--val_vi_len", "10", "--frame_H", "32",
+                       "--frame_W", "64", "--tfr", "1.0", "--tfr_sde", "10", "--tfr_d_step", "0.1", "--fast_train",
+                       "--fast_partial", "0.4", "--fast_train_epoch", "5", "--kl_anneal_type", "Cyclical",
+                       "--kl_anneal_cycle", "10", "--kl_anneal_ratio", "1", "--no_sanity", "--make_gif"]
+
+
+def test_every_course_tester_flag_is_accepted_and_noted_once(trained, tmp_path, capsys):
+    """A course Tester command line (its widths aside: this checkpoint is tiny) runs unchanged."""
+    data, ckpt = trained
+    frames = Tester.main(["--ckpt_path", str(ckpt), "--DR", str(data), "--save_root", str(tmp_path / "a"),
+                          *COURSE_TESTER_FLAGS])
+    assert frames.shape[1] == 10  # --val_vi_len is the course's name of --test_len
+    err = capsys.readouterr().err
+    notes = [line for line in err.splitlines() if "no effect in Tester.py" in line]
+    assert len(notes) == 1 and "--num_workers" in notes[0] and "--make_gif" in notes[0]
+    assert "--val_vi_len" not in notes[0] and "--frame_H" not in notes[0]
+
+
+def test_dataset_defaults_to_the_checkpoints_and_is_printed_first_and_last(trained, tmp_path, capsys):
+    data, ckpt = trained
+    Tester.main(["--ckpt_path", str(ckpt), "--test_len", "10", "--device", "cpu", "--save_root", str(tmp_path / "a"),
+                 "--no_gif"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert str(data) in lines[0] and str(data) in lines[-1]
+    moved = dict(torch.load(ckpt, weights_only=True), args={"DR": str(tmp_path / "gone"), **{
+        k: v for k, v in torch.load(ckpt, weights_only=True)["args"].items() if k != "DR"}})
+    torch.save(moved, tmp_path / "moved.ckpt")
+    with pytest.raises(DatasetError, match=r"gone, does not exist: give --DR"):
+        Tester.main(["--ckpt_path", str(tmp_path / "moved.ckpt"), "--device", "cpu", "--save_root", str(tmp_path / "b")])
+    torch.save({"state_dict": moved["state_dict"]}, tmp_path / "course.ckpt")
+    with pytest.raises(checkpoint.CheckpointError, match=r"course.ckpt records no dataset .*: give --DR"):
+        Tester.main(["--ckpt_path", str(tmp_path / "course.ckpt"), "--device", "cpu"])
+
+
+def test_another_tests_outputs_are_refused_unless_overwrite(trained, tmp_path):
+    first = run_tester(trained, tmp_path / "a", "--no_gif")
+    (tmp_path / "a" / "pred_seq7.gif").write_bytes(b"an older test of more sequences")
+    with pytest.raises(checkpoint.CheckpointError, match=r"a holds another test's outputs \(pred_seq7.gif, psnr.csv, "
+                                                         r"psnr_per_frame.png, ...\): .* add --overwrite"):
+        run_tester(trained, tmp_path / "a", "--no_gif", "--seed", "2")
+    assert np.array_equal(first, run_tester(trained, tmp_path / "a", "--no_gif", "--overwrite"))
+    assert not (tmp_path / "a" / "pred_seq7.gif").exists()
