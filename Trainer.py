@@ -311,7 +311,7 @@ def train_one_epoch(model, optimizer, sampler, args, run, epoch, stop, ctx=None,
     run["in_epoch"] = pos
     resume_position(pos, args.batch_size, ctx.world)
     batches = itertools.islice(sampler.epoch_batches(partial, args.batch_size, args.seed, epoch, ctx.rank, ctx.world,
-                                                     args.reference_gap, args.start_lag, args.reference_pose),
+                                                     args.reference_gap, args.start_lag, model.reference_pose),
                                pos["step"], None)
     bar = tqdm(batches, total=steps, initial=pos["step"], desc=f"epoch {epoch}", ncols=120, leave=False,
                disable=None if ctx.is_main else True)

@@ -5,6 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from modules.heads import PoseShiftHead, translate
 from modules import (Decoder_Fusion, Gaussian_Predictor, Generator, Label_Encoder, RGB_Encoder,
                      check_dims, reparameterize)
 
@@ -45,13 +46,18 @@ class VAE_Model(nn.Module):
         self.frame_transformation = RGB_Encoder(3, F_dim)
         self.label_transformation = Label_Encoder(3, L_dim)
         self.Gaussian_Predictor = Gaussian_Predictor(F_dim + L_dim, N_dim)
-        self.uses_reference = output_activation == "warp_ref"  # the decoder also sees the first frame's features
-        if reference_pose and not self.uses_reference:
+        pose_shift = output_activation == "pose_shift"
+        self.uses_reference = output_activation in ("warp_ref", "pose_shift")  # the decoder also sees the first frame's features
+        if reference_pose and output_activation != "warp_ref":
             raise ValueError("--reference_pose needs --output_activation warp_ref")
-        self.reference_pose = reference_pose  # ... and those of the first frame's pose label
-        reference_dim = (F_dim + L_dim * reference_pose) * self.uses_reference
+        self.first_pose_features = reference_pose  # warp_ref: ... and those of the first frame's pose label
+        self.reference_pose = reference_pose or pose_shift  # the anchor carries p_0 (see anchor())
+        reference_dim = F_dim if pose_shift else (F_dim + L_dim * reference_pose) * self.uses_reference
         self.Decoder_Fusion = Decoder_Fusion(F_dim + L_dim + N_dim + reference_dim, D_out_dim)
         self.Generator = Generator(D_out_dim, 3, output_activation, flow_deadzone, reference_blend)
+        self.head = PoseShiftHead() if pose_shift else None
+        if self.head is not None:
+            self.head.init_last_conv(self.Generator[-1])
         if zero_init_posterior:  # mu = logvar = 0 at start: KL starts at 0 instead of thousands
             nn.init.zeros_(self.Gaussian_Predictor[-1].weight)
             nn.init.zeros_(self.Gaussian_Predictor[-1].bias)
@@ -101,15 +107,23 @@ class VAE_Model(nn.Module):
             return None
         frame = anchor[:, :3]
         feat = self.frame_transformation(frame) if first_feat is None else first_feat
-        if self.reference_pose:  # the pose of x_0 beside the pose of x_t: "the dancer is back where x_0 was"
+        if self.head is not None:  # pose_shift: x_0, its features, p_0
+            return frame, feat, anchor[:, 3:6]
+        if self.first_pose_features:  # the pose of x_0 beside the pose of x_t: "the dancer is back where x_0 was"
             if first_label_feat is None:
                 first_label_feat = self.label_transformation(anchor[:, 3:6])
             feat = torch.cat([feat, first_label_feat], 1)
         return frame, feat
 
-    def decode(self, prev_frame, prev_feat, label_feat, z, reference=None):
+    def decode(self, prev_frame, prev_feat, label_feat, z, reference=None, label=None):
         """x̂_t from the previous state (see start(); its pixels matter only to the residual and warp heads)
-        and, for warp_ref, the reference (x_0, its features) from self.reference(). Returns the next state."""
+        and, for warp_ref and pose_shift, the reference from self.reference(). label: the pose label p_t
+        itself (pose_shift only: where each part is now). Returns the next state."""
+        if self.head is not None:  # x_0's features moved to where the pose puts the dancer now
+            ref_frame, ref_feat, ref_label = reference
+            shifts = self.head.shifts(ref_label, label)
+            out = self.Generator(self.Decoder_Fusion(prev_feat, label_feat, z, translate(ref_feat, shifts[:, 0])))
+            return self.head(out, prev_frame, ref_frame, shifts, self.Generator.flow)
         if reference is None:
             return self.Generator(self.Decoder_Fusion(prev_feat, label_feat, z), prev_frame)
         ref_frame, ref_feat = reference
@@ -155,7 +169,7 @@ class VAE_Model(nn.Module):
                 prev = self.start(img[:, t - 1])
             prev_feat = self.frame_transformation(prev[:, :3])
             priors.append(self.prior(prev_feat, label_feat))
-            out = self.decode(prev, prev_feat, label_feat, z, reference)
+            out = self.decode(prev, prev_feat, label_feat, z, reference, label[:, t])
             prev = out.detach() if detach_prev else out
             preds.append(out), mus.append(mu), logvars.append(logvar)
         return torch.stack(preds, 1), torch.stack(mus, 1), torch.stack(logvars, 1), stack_priors(priors)
@@ -166,10 +180,10 @@ class VAE_Model(nn.Module):
         frame_feat = self.frame_transformation(flat(img)).unflatten(0, (B, T))
         anchor = self.anchor(img[:, 0], label[:, 0]) if reference_frame is None else reference_frame
         labels = flat(label[:, 1:])
-        if self.reference_pose:  # p_0 in the same call, so Label_Encoder's BatchNorm normalises it with the clip
+        if self.first_pose_features:  # p_0 in the same call, so Label_Encoder's BatchNorm normalises it with the clip
             labels = torch.cat([labels, anchor[:, 3:6]])
         label_feat = self.label_transformation(labels)
-        first_label_feat = label_feat[B * (T - 1):] if self.reference_pose else None
+        first_label_feat = label_feat[B * (T - 1):] if self.first_pose_features else None
         label_feat = label_feat[:B * (T - 1)].unflatten(0, (B, T - 1))
         z, mu, logvar = self.Gaussian_Predictor(flat(frame_feat[:, 1:]), flat(label_feat), flat(eps))
         z, mu, logvar = (x.unflatten(0, (B, T - 1)) for x in (z, mu, logvar))
@@ -180,12 +194,13 @@ class VAE_Model(nn.Module):
             prior = None if prior is None else tuple(p.unflatten(0, (B, T - 1)) for p in prior)
             if reference is not None:  # the same x_0 at every step of the clip
                 reference = tuple(flat(r[:, None].expand(-1, T - 1, *r.shape[1:])) for r in reference)
-            preds = self.decode(self.start(flat(img[:, :-1])), flat(frame_feat[:, :-1]), flat(label_feat), flat(z), reference)
+            preds = self.decode(self.start(flat(img[:, :-1])), flat(frame_feat[:, :-1]), flat(label_feat), flat(z), reference,
+                                flat(label[:, 1:]))
             return preds.unflatten(0, (B, T - 1)), mu, logvar, prior
         preds, priors, prev, prev_feat = [], [], self.start(img[:, 0]), frame_feat[:, 0]
         for t in range(T - 1):
             priors.append(self.prior(prev_feat, label_feat[:, t]))
-            out = self.decode(prev, prev_feat, label_feat[:, t], z[:, t], reference)
+            out = self.decode(prev, prev_feat, label_feat[:, t], z[:, t], reference, label[:, t + 1])
             preds.append(out)
             if t < T - 2:
                 prev = out.detach() if detach_prev else out
@@ -238,15 +253,16 @@ class VAE_Model(nn.Module):
         reference = self.reference(anchor)
         frames = []
         for k in range(labels.shape[1]):
-            prev = next_frame(prev, label_feat[:, k], z[k], reference)
+            prev = next_frame(prev, label_feat[:, k], z[k], reference, labels[:, k])
             frames.append(prev)
         return torch.stack(frames, 1)
 
-    def next_frame(self, prev, label_feat, eps, reference=None):
-        """One rollout step: the state of x̂_t (fp32) from that of x̂_{t-1}, the features of p_t and the noise of step t."""
+    def next_frame(self, prev, label_feat, eps, reference=None, label=None):
+        """One rollout step: the state of x̂_t (fp32) from that of x̂_{t-1}, the features of p_t (and p_t itself)
+        and the noise of step t."""
         prev_feat = self.frame_transformation(prev[:, :3])
         z = self.prior_sample(prev_feat, label_feat, eps)
-        return self.decode(prev, prev_feat, label_feat, z, reference).float()
+        return self.decode(prev, prev_feat, label_feat, z, reference, label).float()
 
 
 def stack_priors(priors):

@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .heads import PoseShiftHead, warp_by_flow as warp
 from .layers import DepthConvBlock, ResidualBlock
 
 
@@ -110,8 +111,8 @@ class Generator(nn.Sequential):
     sub-pixel noise of a static background does not blur it a little at every rollout step. Training
     keeps every flow: under a dead zone the zero-initialised head would get no gradient."""
 
-    ACTIVATIONS = ("sigmoid", "none", "residual", "warp", "warp_ref", "warp_acc")
-    CHANNELS = {"warp": 2, "warp_ref": 5, "warp_acc": 2}
+    ACTIVATIONS = ("sigmoid", "none", "residual", "warp", "warp_ref", "warp_acc", "pose_shift")
+    CHANNELS = {"warp": 2, "warp_ref": 5, "warp_acc": 2, "pose_shift": PoseShiftHead.channels(5)}
     REFERENCE_LOGIT = -4.0
 
     def __init__(self, input_nc, output_nc, output_activation="sigmoid", flow_deadzone=0.0, reference_blend=None):
@@ -148,7 +149,7 @@ class Generator(nn.Sequential):
         return torch.cat([frame, frame, frame.new_zeros(frame.shape[0], 2, *frame.shape[2:])], 1)
 
     def forward(self, x, prev_frame=None, reference_frame=None):
-        """prev_frame: the previous step's state (see start())."""
+        """prev_frame: the previous step's state (see start()). pose_shift: the raw output (VAE_Model's head mixes it)."""
         out = super().forward(x)
         if self.output_activation == "sigmoid":
             return torch.sigmoid(out)
@@ -174,12 +175,3 @@ class Generator(nn.Sequential):
             flow = flow * (flow.abs() > self.flow_deadzone)
         return flow
 
-
-def warp(frame, flow):
-    """Sample frame [B,C,H,W] at (x + flow_x, y + flow_y), flow [B,2,H,W] in pixels (bilinear, border)."""
-    H, W = frame.shape[-2:]
-    ys, xs = torch.meshgrid(torch.arange(H, device=frame.device, dtype=frame.dtype),
-                            torch.arange(W, device=frame.device, dtype=frame.dtype), indexing="ij")
-    x = (xs + flow[:, 0]) * (2 / max(W - 1, 1)) - 1
-    y = (ys + flow[:, 1]) * (2 / max(H - 1, 1)) - 1
-    return F.grid_sample(frame, torch.stack([x, y], -1), mode="bilinear", padding_mode="border", align_corners=True)
