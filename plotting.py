@@ -53,16 +53,20 @@ def plot_run(history, out_dir):
     _save(fig, out_dir / "schedule.png")
 
 
-def plot_psnr_per_frame(curves, path, title="PSNR per frame"):
-    """curves: {label: [psnr per frame]} (frame 1..T-1)."""
-    fig, ax = plt.subplots(figsize=(8, 3.8))
-    for label, values in curves.items():
-        values = list(values)
-        ax.plot(range(1, len(values) + 1), values, label=label)
-    ax.set_xlabel("frame")
-    ax.set_ylabel("PSNR (dB)")
-    ax.set_title(title)
-    ax.legend()
+def plot_psnr_per_frame(curves, path, title="PSNR per frame", region_curves=None):
+    """curves: {label: [psnr per frame]} (frame 1..T-1); region_curves: the same over the pose region only,
+    drawn in a second panel below (the scales differ: the static background lifts the full frame's)."""
+    panels = [(curves, title)] + ([(region_curves, "pose region only (pixels near the dancer's skeleton)")]
+                                  if region_curves else [])
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 3.8 * len(panels)), squeeze=False)
+    for ax, (lines, name) in zip(axes[:, 0], panels):
+        for label, values in lines.items():
+            values = list(values)
+            ax.plot(range(1, len(values) + 1), values, label=label)
+        ax.set_xlabel("frame")
+        ax.set_ylabel("PSNR (dB)")
+        ax.set_title(name)
+        ax.legend()
     _save(fig, path)
 
 
