@@ -71,17 +71,21 @@ def plot_psnr_per_frame(curves, path, title="PSNR per frame", region_curves=None
 
 
 def plot_compare(history_paths, labels, out_path):
-    """Loss, val PSNR and teacher forcing of several runs, one line per run."""
-    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+    """Loss, val PSNR (full frame and pose region) and teacher forcing of several runs, one line per run;
+    a history from before the pose region has no line in its panel."""
+    fig, axes = plt.subplots(1, 4, figsize=(20, 3.8))
     for path, label in zip(history_paths, labels):
         h = read_history(path)
         axes[0].plot(h["epoch"], h["train_loss"], label=label)
         axes[1].plot(h["epoch"], h["val_psnr"], label=label)
-        axes[2].plot(h["epoch"], h["tfr"], label=label)
+        axes[2].plot(h["epoch"], h.get("val_region_psnr", [float("nan")] * len(h["epoch"])), label=label)
+        axes[3].plot(h["epoch"], h["tfr"], label=label)
     if history_paths:
         h = read_history(history_paths[0])
         axes[1].plot(h["epoch"], h["copy_psnr"], "k--", label="copy first frame")
-    for ax, name in zip(axes, ("train loss", "val PSNR (dB)", "teacher forcing ratio")):
+        if "copy_region_psnr" in h:
+            axes[2].plot(h["epoch"], h["copy_region_psnr"], "k--", label="copy first frame")
+    for ax, name in zip(axes, ("train loss", "val PSNR (dB)", "val pose-region PSNR (dB)", "teacher forcing ratio")):
         ax.set_xlabel("epoch")
         ax.set_title(name)
         ax.legend()

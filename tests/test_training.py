@@ -816,3 +816,16 @@ def test_clips_references_and_lags_stay_inside_their_video():
             assert (video(ref[:, 0, 0, 0]) == video(clip[:, -1])).all()
             seen_clamped |= bool(((ref[:, 0, 0, 0] * 255).round() == 20).any())
     assert seen_clamped  # a gap of up to 30 reaches the start of the second video
+
+
+def test_compare_plot_takes_histories_from_before_and_after_the_region_columns(tmp_path):
+    import plotting
+    old_fields = Trainer.HISTORY_FIELDS[:Trainer.HISTORY_FIELDS.index("minutes") + 1]
+    for name, fields in (("old", old_fields), ("new", Trainer.HISTORY_FIELDS)):
+        with open(tmp_path / f"{name}.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows({k: epoch + 1 for k in fields} for epoch in range(2))
+    plotting.plot_compare([tmp_path / "old.csv", tmp_path / "new.csv"], ["old", "new"], tmp_path / "compare.png")
+    plotting.plot_compare([tmp_path / "old.csv"], ["old"], tmp_path / "old.png")  # no copy_region_psnr to draw
+    assert (tmp_path / "compare.png").stat().st_size > 0 and (tmp_path / "old.png").stat().st_size > 0
