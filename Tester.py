@@ -203,7 +203,8 @@ def run(args, pool, work_start):
     if scored is not None:
         scored.result()
     now = time.time()
-    seconds["CSV, GIFs, contact sheets" + (" and scores" if gt is not None else "")] = now - work_start - sum(seconds.values())
+    done = "CSV, GIFs, contact sheets" + (" and scores" if gt is not None else "")
+    seconds[done] = now - work_start - sum(seconds.values())
     print(f"{S} sequences x {T} frames in {now - work_start:.1f} s (process {now - PROCESS_START:.1f} s; "
           + ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items()) + f") -> {save_root}/submission.csv"
           + ("" if args.no_gif else ", pred_seq<i>.gif"))

@@ -8,7 +8,8 @@ fast:  decoded uint8 cache on the device, work batched over time, bf16 autocast 
 Prints a table and one `ratio` line per figure (fast / plain). With --ckpt_path it also scores the
 validation rollout of that trained model both ways (plain fp32 against fast), the check that bf16
 costs under 0.3 dB, each beside copying the first frame, on the full frame and on the pose region
-(the pixels near the dancer's skeleton, where an empty room scores low). Timing only: no assertion. On CPU with tiny dims it checks that everything runs.
+(the pixels near the dancer's skeleton, where an empty room scores low). Timing only: no assertion.
+On CPU with tiny dims it checks that everything runs.
 """
 import gc
 import json
