@@ -21,7 +21,7 @@ import distributed  # noqa: E402
 import media  # noqa: E402
 from cuda_graphs import rollout_step  # noqa: E402
 from dataloader import DatasetError, Dataset_Dance, load_test_gt  # noqa: E402
-from metrics import copy_first_frame_psnr, psnr_per_frame, sample_summary, ssim  # noqa: E402
+from metrics import copy_first_frame_psnr, psnr_per_frame, region_scores, sample_summary, ssim  # noqa: E402
 from model import ARCH_FLAGS, NEWER_ARCH_FLAGS, VAE_Model, autocast  # noqa: E402
 
 COURSE_ARCH = dict(F_dim=128, L_dim=32, N_dim=12, D_out_dim=192, output_activation="none", prior="fixed",
@@ -139,11 +139,14 @@ def load_test_data(args, size):
     return test, gt
 
 
-def score(pred, gt, names, save_root):
+def score(pred, gt, labels, names, save_root):
     """PSNR and SSIM per sequence and per frame against ground truth: pred [S,K,T,3,H,W] (K samples),
-    the mean over samples and the best sample per sequence, beside the copy-the-first-frame baseline."""
+    the mean over samples and the best sample per sequence, beside the copy-the-first-frame baseline;
+    and both over the pose region of frame t's label (labels uint8 [S,T,3,H,W]) only."""
     import plotting  # matplotlib costs ~0.4 s of import: only runs with ground truth pay it
     gt = torch.from_numpy(gt).to(pred.device).float() / 255
+    region = region_scores(pred, gt, torch.from_numpy(labels).to(pred.device).float() / 255)
+    region_psnr, region_copy = region["psnr"].nanmean(1), region["copy_psnr"]  # [S, T-1]
     K = pred.shape[1]
     target = gt[:, None, 1:].expand(-1, K, -1, -1, -1, -1)
     psnr, sim = psnr_per_frame(pred[:, :, 1:], target), ssim(pred[:, :, 1:], target)  # [S, K, T-1]
@@ -152,19 +155,32 @@ def score(pred, gt, names, save_root):
     copy = copy_first_frame_psnr(gt)[:, 1:]
     with open(save_root / "psnr.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["sequence", "psnr", "ssim", "psnr_best_of_k", "ssim_best_of_k", "copy_first_frame_psnr"])
+        w.writerow(["sequence", "psnr", "ssim", "psnr_best_of_k", "ssim_best_of_k", "copy_first_frame_psnr",
+                    "region_psnr", "copy_first_frame_region_psnr"])
         per_seq = zip(names, psnr.mean((1, 2)).tolist(), sim.mean((1, 2)).tolist(), psnr_best.mean(1).tolist(),
-                      sim_best.mean(1).tolist(), copy.mean(1).tolist())
-        for name, p, s, pb, sb, c in per_seq:
-            w.writerow([name, *(f"{v:.4f}" for v in (p, s, pb, sb, c))])
-            print(f"  sequence {name}: PSNR {p:.2f} dB, SSIM {s:.3f} (copy first frame {c:.2f} dB)")
+                      sim_best.mean(1).tolist(), copy.mean(1).tolist(), region_psnr.nanmean(1).tolist(),
+                      region_copy.nanmean(1).tolist())
+        for name, p, s, pb, sb, c, r, rc in per_seq:
+            w.writerow([name, *(f"{v:.4f}" for v in (p, s, pb, sb, c, r, rc))])
+            print(f"  sequence {name}: PSNR {p:.2f} dB, SSIM {s:.3f} (copy first frame {c:.2f} dB); "
+                  f"pose region {r:.2f} dB (copy {rc:.2f} dB)")
     curves = {"prediction": psnr.mean((0, 1)).cpu(), "copy first frame": copy.mean(0).cpu()}
     if K > 1:
         curves[f"best of {K} samples"] = psnr_best.mean(0).cpu()
-    plotting.plot_psnr_per_frame(curves, save_root / "psnr_per_frame.png", title="test PSNR per frame (mean over sequences)")
+    region_curves = {"prediction": region_psnr.nanmean(0).cpu(), "copy first frame": region_copy.nanmean(0).cpu()}
+    plotting.plot_psnr_per_frame(curves, save_root / "psnr_per_frame.png", region_curves=region_curves,
+                                 title="test PSNR per frame (mean over sequences)")
     best_text = f"; best of {K}: PSNR {psnr_best.mean():.2f} dB, SSIM {sim_best.mean():.3f}" if K > 1 else ""
-    print(f"  mean PSNR {psnr.mean():.2f} dB, SSIM {sim.mean():.3f} (copy first frame {copy.mean():.2f} dB){best_text}")
+    print(f"  mean PSNR {psnr.mean():.2f} dB, SSIM {sim.mean():.3f} (copy first frame {copy.mean():.2f} dB){best_text}; "
+          f"pose region PSNR {region_psnr.nanmean():.2f} dB (copy first frame {region_copy.nanmean():.2f} dB)")
     return psnr
+
+
+def write_contact_sheets(frames, gt, labels, names, save_root):
+    """contact_sheet_seq<i>.png: prediction (sample 0), ground truth when known, pose; all uint8 [S,T,3,H,W]."""
+    for s, name in enumerate(names):
+        rows = {"prediction": frames[s], **({} if gt is None else {"truth": gt[s]}), "pose": labels[s]}
+        media.write_contact_sheet(rows, save_root / f"contact_sheet_seq{name}.png")
 
 
 def streams(device):
@@ -227,16 +243,19 @@ def run(args, pool, work_start):
     seconds["rollout"] = time.time() - work_start - sum(seconds.values())
     # scored on the uint8 frames (sample 0 is what the CSV holds), the mean over the K samples; on a thread,
     # beside the GIF encoding and the CSV write
-    scored = None if gt is None else pool.submit(score, samples.float() / 255, gt, test.sequence_names, save_root)
+    scored = None if gt is None else pool.submit(score, samples.float() / 255, gt, test.labels, test.sequence_names,
+                                                 save_root)
     try:
         frames = writer.finish()  # rows and GIF frames were built while the rollout ran; this writes the files
+        write_contact_sheets(frames, gt, test.labels, test.sequence_names, save_root)
     finally:  # an error is raised once the scores are done, not while they still print and write
         if scored is not None:
             scored.exception()
     if scored is not None:
         scored.result()
     now = time.time()
-    seconds["CSV, GIFs" + (" and scores" if gt is not None else "")] = now - work_start - sum(seconds.values())
+    done = "CSV, GIFs, contact sheets" + (" and scores" if gt is not None else "")
+    seconds[done] = now - work_start - sum(seconds.values())
     print(f"{S} sequences x {T} frames in {now - work_start:.1f} s (process {now - PROCESS_START:.1f} s; "
           + ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items()) + f"; dataset {args.DR}) -> {save_root}/submission.csv"
           + ("" if args.no_gif else ", pred_seq<i>.gif"))

@@ -33,7 +33,7 @@ import plotting
 from cuda_graphs import GraphedClipLoss, rollout_step
 from dataloader import ClipSampler, DatasetError, Dataset_Dance
 from ema import EMA
-from metrics import copy_first_frame_psnr, psnr_per_frame, sample_summary, ssim
+from metrics import copy_first_frame_psnr, psnr_per_frame, region_scores, sample_summary, ssim
 from modules import Generator
 from model import ARCH_FLAGS, PRIORS, VAE_Model, autocast, saved_arch
 from schedules import kl_annealing, lr_at, next_tfr, normalize_kl_type, use_teacher_forcing
@@ -63,7 +63,10 @@ PER_INVOCATION = {"ckpt_path", "num_epoch", "device", "gpu", "num_workers", "tes
                   "sync_bn"}
 
 HISTORY_FIELDS = ["epoch", "train_loss", "train_mse", "train_kl", "beta", "tfr", "lr", "bad_steps",
-                  "val_mse", "val_psnr", "copy_psnr", "val_ssim", "val_psnr_best", "val_ssim_best", "seconds", "minutes"]
+                  "val_mse", "val_psnr", "copy_psnr", "val_ssim", "val_psnr_best", "val_ssim_best", "seconds", "minutes",
+                  "val_region_psnr", "copy_region_psnr", "val_region_ssim"]  # val_region_psnr chooses best.ckpt
+VAL_SCORES = ("val_mse", "val_psnr", "copy_psnr", "val_ssim", "val_psnr_best", "val_ssim_best", "val_region_psnr",
+              "copy_region_psnr", "val_region_ssim")
 
 
 def build_parser():
@@ -266,7 +269,8 @@ def claim_save_root(root, args, ckpt):
         raise checkpoint.CheckpointError(
             f"{root} holds another run ({names}): " + (f"resume it with --ckpt_path {latest}, " if latest.is_file() else "")
             + "give another --save_root, or add --overwrite to delete its files and start there")
-    outputs = ("*.ckpt", "history.csv", "val_epoch=*.gif", "psnr_per_frame.*", "loss.png", "schedule.png", "args.json")
+    outputs = ("*.ckpt", "history.csv", "val_epoch=*.gif", "contact_sheet_epoch=*.png", "psnr_per_frame.*", "loss.png",
+               "schedule.png", "args.json")
     for path in {p for pattern in outputs for p in root.glob(pattern)}:
         path.unlink()
 
@@ -426,7 +430,13 @@ def validate(model, val, args, device, step=None):
     per_sequence = sample_summary(psnr_per_frame(pred[:, :, 1:], target), ssim(pred[:, :, 1:], target))
     scores = {k: v.mean(0) for k, v in per_sequence.items() if k != "best_sample"}  # [T]: mean over sequences
     copy = copy_first_frame_psnr(img)[:, 1:]
+    region = region_scores(pred, img, label)  # where the pose label says the dancer is: NaN for an empty label
+    region_curves = {k: region[k].nanmean(1).nanmean(0).cpu() for k in ("psnr", "ssim")}
     return {"pred": pred[:, 0], "img": img, "label": label, "psnr_per_frame": scores["psnr_mean"].cpu(),
+            "region_psnr_per_frame": region_curves["psnr"], "region_ssim_per_frame": region_curves["ssim"],
+            "copy_region_per_frame": region["copy_psnr"].nanmean(0).cpu(),
+            "val_region_psnr": region["psnr"].nanmean().item(), "val_region_ssim": region["ssim"].nanmean().item(),
+            "copy_region_psnr": region["copy_psnr"].nanmean().item(),
             "psnr_best_per_frame": scores["psnr_best"].cpu(), "copy_per_frame": copy.mean(0).cpu(),
             "ssim_per_frame": scores["ssim_mean"].cpu(), "ssim_best_per_frame": scores["ssim_best"].cpu(),
             "val_psnr": scores["psnr_mean"].mean().item(), "val_psnr_best": scores["psnr_best"].mean().item(),
@@ -438,13 +448,17 @@ def validate(model, val, args, device, step=None):
 def save_validation_media(result, save_root, epoch, gif):
     with open(save_root / "psnr_per_frame.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["frame", "prediction", "best_of_k", "copy_first_frame", "ssim", "ssim_best_of_k"])
+        w.writerow(["frame", "prediction", "best_of_k", "copy_first_frame", "ssim", "ssim_best_of_k",
+                    "region_prediction", "region_copy_first_frame", "region_ssim"])
         curves = (result[k].tolist() for k in ("psnr_per_frame", "psnr_best_per_frame", "copy_per_frame",
-                                                "ssim_per_frame", "ssim_best_per_frame"))
+                                                "ssim_per_frame", "ssim_best_per_frame", "region_psnr_per_frame",
+                                                "copy_region_per_frame", "region_ssim_per_frame"))
         for t, values in enumerate(zip(*curves), 1):
             w.writerow([t, *(f"{v:.4f}" for v in values)])
+    panels = [media.to_uint8(result[k][0]) for k in ("pred", "img", "label")]  # the first val sequence
+    media.write_contact_sheet(dict(zip(("prediction", "truth", "pose"), panels)),
+                              save_root / f"contact_sheet_epoch={epoch}.png")
     if gif:
-        panels = [media.to_uint8(result[k][0]) for k in ("pred", "img", "label")]
         media.write_gif(media.side_by_side(*panels), save_root / f"val_epoch={epoch}.gif")
 
 
@@ -453,7 +467,10 @@ def plot_epoch(curves, history, save_root, epoch):
     lines = {"prediction (mean of samples)": curves["psnr_per_frame"], "copy first frame": curves["copy_per_frame"]}
     if not torch.equal(curves["psnr_best_per_frame"], curves["psnr_per_frame"]):
         lines["best of samples"] = curves["psnr_best_per_frame"]
-    plotting.plot_psnr_per_frame(lines, save_root / "psnr_per_frame.png", title=f"validation, epoch {epoch}")
+    region = {"prediction (mean of samples)": curves["region_psnr_per_frame"],
+              "copy first frame": curves["copy_region_per_frame"]}
+    plotting.plot_psnr_per_frame(lines, save_root / "psnr_per_frame.png", title=f"validation, epoch {epoch}",
+                                 region_curves=region)
     if history is not None:
         plotting.plot_run(history, save_root)
 
@@ -493,7 +510,7 @@ def checkpoint_state(model, optimizer, args, run, epoch):
     ema = {} if run["ema"] is None else {"train_state_dict": model.state_dict(), "ema_updates": run["ema"].updates}
     return {"state_dict": validated_model(model, run).state_dict(), **ema, "optimizer": optimizer.state_dict(), "epoch": epoch,
             "tfr": run["tfr"], "kl_anneal": {"settings": a.settings(), "epoch": a.epoch},
-            "best_psnr": run["best_psnr"], "bad_in_a_row": run["bad_in_a_row"], "in_epoch": run["in_epoch"],
+            "best_region_psnr": run["best_region_psnr"], "bad_in_a_row": run["bad_in_a_row"], "in_epoch": run["in_epoch"],
             "args": saved_args,
             # what the course's load_checkpoint reads: the epoch's lr, and the epoch just trained
             "lr": optimizer.param_groups[0]["lr"], "last_epoch": epoch,
@@ -527,7 +544,7 @@ def make_optimizer(model, args, device):
 
 def new_run(args):
     """The state that evolves over epochs besides weights and optimizer."""
-    return {"tfr": args.tfr, "best_psnr": -math.inf, "bad_in_a_row": 0, "in_epoch": None, "ema": None, "graphed": None,
+    return {"tfr": args.tfr, "best_region_psnr": -math.inf, "bad_in_a_row": 0, "in_epoch": None, "ema": None, "graphed": None,
             "annealer": kl_annealing(args.kl_anneal_type, args.kl_anneal_cycle, args.kl_anneal_ratio)}
 
 
@@ -568,7 +585,10 @@ def restore_run(model, optimizer, ckpt, args, log):
     else:
         log(f"KL annealing changed from {ckpt['kl_anneal']['settings']} to {run['annealer'].settings()}: "
             f"a new annealing stage starts at e = 0")
-    run["best_psnr"] = ckpt.get("best_psnr", -math.inf)
+    run["best_region_psnr"] = ckpt.get("best_region_psnr", -math.inf)
+    if "best_region_psnr" not in ckpt and "best_psnr" in ckpt:
+        log(f"{args.ckpt_path} chose best.ckpt by full-frame PSNR: from now on the pose-region PSNR chooses, "
+            f"so the next validation writes best.ckpt")
     run["bad_in_a_row"] = ckpt.get("bad_in_a_row", 0)
     run["in_epoch"] = ckpt.get("in_epoch")  # set when the run was interrupted inside an epoch
     checkpoint.set_rng_state(ckpt["rng"], next(model.parameters()).device)
@@ -657,7 +677,7 @@ def run_epochs(model, optimizer, run, start_epoch, train_set, val_set, args, sav
         save_validation_media(result, save_root, start_epoch - 1, gif=True)
         plot_epoch(result, None, save_root, start_epoch - 1)
         log(f"val PSNR {result['val_psnr']:.2f} dB (copy first frame {result['copy_psnr']:.2f} dB), "
-            f"SSIM {result['val_ssim']:.3f}, val MSE {result['val_mse']:.5f} -> {save_root}")
+            f"SSIM {result['val_ssim']:.3f}, {region_text(result)}, val MSE {result['val_mse']:.5f} -> {save_root}")
         return result
     ctx.run_on_main(write_args, args, save_root, ctx.world)
     sampler = ClipSampler(train_set, device, args.frame_stride)
@@ -709,11 +729,8 @@ def write_args(args, save_root, world):
 def save_epoch(model, optimizer, args, run, epoch, row, val_set, device, rollout, save_root, started, t0, log, plotter):
     """Validate, then write the checkpoints, media, history and plots of one epoch (rank 0)."""
     result = validate(validated_model(model, run), val_set, args, device, rollout)
-    if not (save_root / "best.ckpt").exists():  # a resume into a new --save_root: that folder's own best
-        run["best_psnr"] = -math.inf
-    row.update({k: result[k] for k in ("val_mse", "val_psnr", "copy_psnr", "val_ssim", "val_psnr_best", "val_ssim_best")})
-    is_best = result["val_psnr"] > run["best_psnr"]
-    run["best_psnr"] = max(run["best_psnr"], result["val_psnr"])
+    row.update({k: result[k] for k in VAL_SCORES})
+    is_best = new_best(run, result["val_region_psnr"], (save_root / "best.ckpt").exists())
     state = checkpoint_state(model, optimizer, args, run, epoch)
     checkpoint.save_atomic(state, save_root / "last.ckpt")
     if epoch % args.per_save == 0:
@@ -723,11 +740,29 @@ def save_epoch(model, optimizer, args, run, epoch, row, val_set, device, rollout
     save_validation_media(result, save_root, epoch, gif=args.gif_every > 0 and epoch % args.gif_every == 0)
     row["seconds"], row["minutes"] = round(time.time() - t0, 2), round((time.time() - started) / 60, 3)
     append_history(save_root / "history.csv", row)
-    curves = {k: result[k] for k in ("psnr_per_frame", "psnr_best_per_frame", "copy_per_frame")}  # on the CPU
+    curves = {k: result[k] for k in ("psnr_per_frame", "psnr_best_per_frame", "copy_per_frame", "region_psnr_per_frame",
+                                     "copy_region_per_frame")}  # on the CPU
     plotter.draw(plot_epoch, curves, plotting.read_history(save_root / "history.csv"), save_root, epoch)
     log(f"epoch {epoch}: loss {row['train_loss']:.4f} (MSE {row['train_mse']:.5f}, KL {row['train_kl']:.2f}, "
         f"beta {row['beta']:.2f}) tfr {row['tfr']:.2f} | val PSNR {result['val_psnr']:.2f} dB (copy first frame "
-        f"{result['copy_psnr']:.2f}) SSIM {result['val_ssim']:.3f} | {row['seconds']:.0f} s{' | best' if is_best else ''}")
+        f"{result['copy_psnr']:.2f}) SSIM {result['val_ssim']:.3f} | {region_text(result)} | {row['seconds']:.0f} s"
+        f"{' | best' if is_best else ''}")
+
+
+def region_text(result):
+    return (f"pose region PSNR {result['val_region_psnr']:.2f} dB (copy first frame {result['copy_region_psnr']:.2f}) "
+            f"SSIM {result['val_region_ssim']:.3f}")
+
+
+def new_best(run, score, best_exists):
+    """Whether an epoch of this validation score is the new best.ckpt; keeps run["best_region_psnr"]. The score is
+    the mean pose-region PSNR, not the full frame's: about 85% of a frame is static background, so a rollout whose
+    dancer has dissolved into an empty room still scores well on the full frame. A folder without best.ckpt (a new
+    one, or a resume into a new --save_root) gets one at its first validation, even if no label shows a dancer (NaN)."""
+    is_best = not best_exists or score > run["best_region_psnr"]
+    if is_best:
+        run["best_region_psnr"] = score
+    return is_best
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 
 def quantize(frames):
@@ -38,6 +38,43 @@ def write_gif(frames_thwc, path, fps=20, scale=2):
 def save_gif(images, path, fps=20):
     with atomic(path, ".tmp.gif") as tmp:
         images[0].save(tmp, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+
+
+CONTACT_SHEET_FRAMES = (0, 25, 50, 100, 200, 300, 450, 629)
+SHEET_NAME_W, SHEET_HEADER_H, SHEET_GAP = 70, 14, 2  # pixels: row names, frame numbers, white between cells
+
+
+def contact_sheet_frames(T):
+    """The frames a contact sheet shows of a T-frame video: those of CONTACT_SHEET_FRAMES before T, and the last."""
+    return sorted({t for t in CONTACT_SHEET_FRAMES if t < T} | {T - 1})
+
+
+def write_contact_sheet(rows, path, scale=3):
+    """A PNG of uint8 videos rows = {name: [T, 3, H, W]}: one row per video (its name at the left) at the
+    frames contact_sheet_frames(T) (numbered above), each enlarged scale x with nearest neighbours.
+    Returns the image [h, w, 3]."""
+    shapes = {name: video.shape for name, video in rows.items()}
+    if len(set(shapes.values())) != 1 or len(next(iter(shapes.values()))) != 4:
+        raise ValueError(f"write_contact_sheet: the videos must share one shape [T, 3, H, W], got {shapes}")
+    T, _, H, W = next(iter(shapes.values()))
+    frames = contact_sheet_frames(T)
+    cell_h, cell_w = H * scale + SHEET_GAP, W * scale + SHEET_GAP
+    sheet = np.full((SHEET_HEADER_H + len(rows) * cell_h - SHEET_GAP, SHEET_NAME_W + len(frames) * cell_w - SHEET_GAP, 3),
+                    255, np.uint8)
+    for r, video in enumerate(rows.values()):
+        cells = video[frames].transpose(0, 2, 3, 1).repeat(scale, 1).repeat(scale, 2)  # [C, H*s, W*s, 3]
+        y = SHEET_HEADER_H + r * cell_h
+        for c, cell in enumerate(cells):
+            sheet[y:y + H * scale, SHEET_NAME_W + c * cell_w:SHEET_NAME_W + c * cell_w + W * scale] = cell
+    image = Image.fromarray(sheet)
+    draw = ImageDraw.Draw(image)
+    for c, t in enumerate(frames):
+        draw.text((SHEET_NAME_W + c * cell_w + 2, 1), f"frame {t}", fill=(0, 0, 0))
+    for r, name in enumerate(rows):
+        draw.text((2, SHEET_HEADER_H + r * cell_h + (H * scale) // 2 - 5), name, fill=(0, 0, 0))
+    with atomic(path, ".tmp.png") as tmp:
+        image.save(tmp)
+    return np.asarray(image)
 
 
 def _cell_table(separator):

@@ -100,3 +100,19 @@ def region_ssim(pred, target, region, data_range=1.0, size=11):
     total = (s * inner).flatten(1).sum(1)
     value = (total / count.clamp_min(1)).where(count > 0, torch.full_like(total, float("nan")))
     return value.reshape(shape[:-3])
+
+
+def region_scores(pred, target, labels):
+    """Pose-region scores of rollouts from frame 0, over frames 1..T-1: pred [S, K, T, C, H, W] (K samples),
+    target and labels [S, T, C, H, W], frame t's region from labels[:, t]. Returns "psnr" and "ssim"
+    [S, K, T-1], and "copy_psnr" [S, T-1] of repeating target's frame 0; NaN where a label shows no skeleton."""
+    if pred.shape[:1] + pred.shape[2:] != target.shape or labels.shape != target.shape:
+        raise ValueError(f"region_scores: pred {tuple(pred.shape)} needs target and labels of shape "
+                         f"{(pred.shape[0], *pred.shape[2:])}, got {tuple(target.shape)} and {tuple(labels.shape)}")
+    region = pose_region(labels[:, 1:])  # [S, T-1, H, W]
+    frames = target[:, 1:]
+    per_sample = region[:, None].expand(-1, pred.shape[1], -1, -1, -1)
+    truth = frames[:, None].expand_as(pred[:, :, 1:])
+    return {"psnr": region_psnr(pred[:, :, 1:], truth, per_sample),
+            "ssim": region_ssim(pred[:, :, 1:], truth, per_sample),
+            "copy_psnr": region_psnr(target[:, :1].expand_as(frames), frames, region)}

@@ -53,31 +53,39 @@ def plot_run(history, out_dir):
     _save(fig, out_dir / "schedule.png")
 
 
-def plot_psnr_per_frame(curves, path, title="PSNR per frame"):
-    """curves: {label: [psnr per frame]} (frame 1..T-1)."""
-    fig, ax = plt.subplots(figsize=(8, 3.8))
-    for label, values in curves.items():
-        values = list(values)
-        ax.plot(range(1, len(values) + 1), values, label=label)
-    ax.set_xlabel("frame")
-    ax.set_ylabel("PSNR (dB)")
-    ax.set_title(title)
-    ax.legend()
+def plot_psnr_per_frame(curves, path, title="PSNR per frame", region_curves=None):
+    """curves: {label: [psnr per frame]} (frame 1..T-1); region_curves: the same over the pose region only,
+    drawn in a second panel below (the scales differ: the static background lifts the full frame's)."""
+    panels = [(curves, title)] + ([(region_curves, "pose region only (pixels near the dancer's skeleton)")]
+                                  if region_curves else [])
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 3.8 * len(panels)), squeeze=False)
+    for ax, (lines, name) in zip(axes[:, 0], panels):
+        for label, values in lines.items():
+            values = list(values)
+            ax.plot(range(1, len(values) + 1), values, label=label)
+        ax.set_xlabel("frame")
+        ax.set_ylabel("PSNR (dB)")
+        ax.set_title(name)
+        ax.legend()
     _save(fig, path)
 
 
 def plot_compare(history_paths, labels, out_path):
-    """Loss, val PSNR and teacher forcing of several runs, one line per run."""
-    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+    """Loss, val PSNR (full frame and pose region) and teacher forcing of several runs, one line per run;
+    a history from before the pose region has no line in its panel."""
+    fig, axes = plt.subplots(1, 4, figsize=(20, 3.8))
     for path, label in zip(history_paths, labels):
         h = read_history(path)
         axes[0].plot(h["epoch"], h["train_loss"], label=label)
         axes[1].plot(h["epoch"], h["val_psnr"], label=label)
-        axes[2].plot(h["epoch"], h["tfr"], label=label)
+        axes[2].plot(h["epoch"], h.get("val_region_psnr", [float("nan")] * len(h["epoch"])), label=label)
+        axes[3].plot(h["epoch"], h["tfr"], label=label)
     if history_paths:
         h = read_history(history_paths[0])
         axes[1].plot(h["epoch"], h["copy_psnr"], "k--", label="copy first frame")
-    for ax, name in zip(axes, ("train loss", "val PSNR (dB)", "teacher forcing ratio")):
+        if "copy_region_psnr" in h:
+            axes[2].plot(h["epoch"], h["copy_region_psnr"], "k--", label="copy first frame")
+    for ax, name in zip(axes, ("train loss", "val PSNR (dB)", "val pose-region PSNR (dB)", "teacher forcing ratio")):
         ax.set_xlabel("epoch")
         ax.set_title(name)
         ax.legend()

@@ -7,7 +7,9 @@ fast:  decoded uint8 cache on the device, work batched over time, bf16 autocast 
        all test sequences in one batch, the rollout replayed as a CUDA graph (on CUDA).
 Prints a table and one `ratio` line per figure (fast / plain). With --ckpt_path it also scores the
 validation rollout of that trained model both ways (plain fp32 against fast), the check that bf16
-costs under 0.3 dB. Timing only: no assertion. On CPU with tiny dims it checks that everything runs.
+costs under 0.3 dB, each beside copying the first frame, on the full frame and on the pose region
+(the pixels near the dancer's skeleton, where an empty room scores low). Timing only: no assertion.
+On CPU with tiny dims it checks that everything runs.
 """
 import gc
 import json
@@ -24,7 +26,7 @@ from dataloader import ClipSampler, Dataset_Dance, decode, paired_files  # noqa:
 import checkpoint  # noqa: E402
 import distributed  # noqa: E402
 from cuda_graphs import GraphedClipLoss, first_line, rollout_step  # noqa: E402
-from metrics import psnr_per_frame  # noqa: E402
+from metrics import copy_first_frame_psnr, psnr_per_frame, region_scores  # noqa: E402
 from model import VAE_Model, autocast, rollout_noise  # noqa: E402
 
 
@@ -127,7 +129,8 @@ def plain_rollout(model, first, labels, noise):
 
 
 def validation_psnr_both_ways(model, args, device, amp):
-    """Mean PSNR of the 630-frame validation rollout: plain (eager fp32, frame by frame) and fast."""
+    """Mean PSNR of the 630-frame validation rollout, plain (eager fp32, frame by frame) and fast, and of
+    copying its first frame; on the full frame and on the pose region: {figure name: dB}."""
     val = Dataset_Dance(args.DR, mode="val", video_len=args.val_vi_len, frame_H=args.frame_H, frame_W=args.frame_W)
     img = torch.from_numpy(val.frames[:args.val_vi_len]).to(device).float()[None] / 255
     label = torch.from_numpy(val.labels[:args.val_vi_len]).to(device).float()[None] / 255
@@ -136,8 +139,13 @@ def validation_psnr_both_ways(model, args, device, amp):
     plain = plain_rollout(model, img[:, 0], label, noise())
     with autocast(device, amp):
         fast = model.rollout(img[:, 0], label, noise(), step=rollout_step(model, device, amp))
-    score = lambda pred: psnr_per_frame(pred[:, 1:].clamp(0, 1), img[:, 1:]).mean().item()  # noqa: E731
-    return score(plain), score(fast)
+    full = lambda pred: psnr_per_frame(pred[:, 1:].clamp(0, 1), img[:, 1:]).mean().item()  # noqa: E731
+    region = lambda pred: region_scores(pred[:, None].float(), img, label)  # noqa: E731
+    return {"val_psnr_plain_fp32": full(plain), "val_psnr_fast": full(fast),
+            "val_copy_psnr": copy_first_frame_psnr(img)[:, 1:].mean().item(),
+            "val_region_psnr_plain_fp32": region(plain)["psnr"].nanmean().item(),
+            "val_region_psnr_fast": region(fast)["psnr"].nanmean().item(),
+            "val_copy_region_psnr": region(plain)["copy_psnr"].nanmean().item()}
 
 
 def main(argv=None):
@@ -162,7 +170,7 @@ def main(argv=None):
                "torch": torch.__version__, "params": sum(p.numel() for p in model.parameters())}
     rows = []
     if ckpt is not None:  # before the timed training steps change the weights
-        figures["val_psnr_plain_fp32"], figures["val_psnr_fast"] = validation_psnr_both_ways(model, args, device, amp)
+        figures.update(validation_psnr_both_ways(model, args, device, amp))
 
     def record(name, plain, fast, unit, plain_mem=float("nan"), fast_mem=float("nan")):
         figures[f"{name}_plain"], figures[f"{name}_fast"], figures[f"{name}_ratio"] = plain, fast, fast / plain
@@ -262,6 +270,10 @@ def main(argv=None):
     print("other figures: " + ", ".join(f"{k} {v:.1f}" for k, v in figures.items()
                                          if isinstance(v, float) and ("channels_last" in k or "seconds" in k or "graph" in k
                                                                       or k.startswith(("val_psnr", "train_fps_fast")))))
+    if ckpt is not None:
+        print("validation quality, plain fp32 / fast (copy first frame): PSNR {val_psnr_plain_fp32:.2f} / {val_psnr_fast:.2f}"
+              " ({val_copy_psnr:.2f}) dB, pose region {val_region_psnr_plain_fp32:.2f} / {val_region_psnr_fast:.2f} "
+              "({val_copy_region_psnr:.2f}) dB".format(**figures))
     for k, v in figures.items():
         if k.endswith("_error"):
             print(f"{k}: {v}")

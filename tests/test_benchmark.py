@@ -35,9 +35,15 @@ def test_benchmark_scores_a_checkpoint_the_same_both_ways_in_fp32(trained, capsy
                           "--sequences", "1"])
     assert math.isfinite(figures["val_psnr_plain_fp32"])
     assert abs(figures["val_psnr_plain_fp32"] - figures["val_psnr_fast"]) < 1e-3
+    assert abs(figures["val_region_psnr_plain_fp32"] - figures["val_region_psnr_fast"]) < 1e-3
     import csv
     trained_psnr = float(list(csv.DictReader(open(ckpt.parent / "history.csv")))[-1]["val_psnr"])
     assert abs(figures["val_psnr_plain_fp32"] - trained_psnr) < 1e-3  # the checkpoint's weights were loaded
+    validated = list(csv.DictReader(open(ckpt.parent / "history.csv")))[-1]  # the Trainer's own region scores
+    for figure, column in (("val_region_psnr_plain_fp32", "val_region_psnr"), ("val_copy_region_psnr", "copy_region_psnr"),
+                           ("val_copy_psnr", "copy_psnr")):
+        assert abs(figures[figure] - float(validated[column])) < 1e-3, figure
+    assert "validation quality, plain fp32 / fast (copy first frame)" in capsys.readouterr().out
 
 
 def test_benchmark_takes_presets_and_refuses_flags_a_checkpoint_contradicts(trained):

@@ -147,8 +147,8 @@ def run_tester(trained, out, *extra):
 def test_end_to_end_files_first_row_and_determinism(trained, tmp_path):
     frames = run_tester(trained, tmp_path / "a")
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
-    assert names == ["pred_seq0.gif", "pred_seq1.gif", "pred_seq2.gif", "psnr.csv", "psnr_per_frame.png",
-                     "submission.csv"]
+    assert names == ["contact_sheet_seq0.png", "contact_sheet_seq1.png", "contact_sheet_seq2.png", "pred_seq0.gif",
+                     "pred_seq1.gif", "pred_seq2.gif", "psnr.csv", "psnr_per_frame.png", "submission.csv"]
     rows = list(csv.reader(open(tmp_path / "a" / "submission.csv")))
     assert len(rows) == 1 + 3 * 10 and len(rows[0]) == 1 + 3 * 32 * 64
     from dataloader import decode
@@ -181,7 +181,8 @@ def test_scores_against_gt_dir(trained, tmp_path):
     frames = run_tester(trained, tmp_path / "a", "--no_gif", "--gt_dir", str(tmp_path / "gt"))
     run_tester(trained, tmp_path / "default", "--no_gif")
     rows = list(csv.reader(open(tmp_path / "a" / "psnr.csv")))
-    assert rows[0] == ["sequence", "psnr", "ssim", "psnr_best_of_k", "ssim_best_of_k", "copy_first_frame_psnr"]
+    assert rows[0] == ["sequence", "psnr", "ssim", "psnr_best_of_k", "ssim_best_of_k", "copy_first_frame_psnr",
+                       "region_psnr", "copy_first_frame_region_psnr"]
     assert len(rows) == 4 and all(-1 <= float(r[2]) <= 1 for r in rows[1:])
     assert all(r[1] == r[3] and r[2] == r[4] for r in rows[1:])  # one sample: best of 1 = mean
     default = list(csv.reader(open(tmp_path / "default" / "psnr.csv")))
@@ -269,7 +270,9 @@ def test_score_reports_the_mean_of_samples_and_picks_the_best_by_psnr(tmp_path):
     target = torch.from_numpy(gt).float() / 255
     near, far = target + 0.01, target + 0.2  # sample 1 is the better one
     pred = torch.stack([far, near], 1).clamp(0, 1)  # [S=2, K=2, T, 3, H, W]
-    Tester.score(pred, gt, ["a", "b"], tmp_path)
+    labels = np.full_like(gt, 255)
+    labels[:, :, :, 4:9, 4:9] = 0  # a dancer in every frame
+    Tester.score(pred, gt, labels, ["a", "b"], tmp_path)
     rows = list(csv.DictReader(open(tmp_path / "psnr.csv")))
     from metrics import psnr_per_frame
     from metrics import ssim
@@ -282,6 +285,55 @@ def test_score_reports_the_mean_of_samples_and_picks_the_best_by_psnr(tmp_path):
         assert float(row["ssim_best_of_k"]) == pytest.approx(s_near, abs=1e-3)  # the best sample's SSIM
         copy = psnr_per_frame(target[s:s + 1, :1].expand(-1, 4, -1, -1, -1), target[s:s + 1, 1:]).mean().item()
         assert float(row["copy_first_frame_psnr"]) == pytest.approx(copy, abs=1e-3)  # frames 1..T-1 against frame 0
+
+
+def test_psnr_csv_region_columns_are_those_of_the_written_frames(trained, tmp_path, capsys):
+    from dataloader import decode
+    from metrics import pose_region, region_psnr
+    frames = run_tester(trained, tmp_path / "a", "--no_gif")
+    rows = list(csv.DictReader(open(tmp_path / "a" / "psnr.csv")))
+    for s, row in enumerate(rows):
+        gt, labels = (torch.from_numpy(np.stack([decode(trained[0] / "test" / d / str(s) / f"frame{t}.png", 32, 64)
+                                                 for t in range(10)])).float() / 255 for d in ("test_gt", "test_label"))
+        region = pose_region(labels[1:])
+        pred = torch.from_numpy(frames[s, 1:]).float() / 255
+        assert region.any(1).any(1).all()  # every frame has a dancer: the means below are over 9 frames
+        assert float(row["region_psnr"]) == pytest.approx(region_psnr(pred, gt[1:], region).mean().item(), abs=1e-3)
+        copy = region_psnr(gt[:1].expand(9, -1, -1, -1), gt[1:], region).mean().item()
+        assert float(row["copy_first_frame_region_psnr"]) == pytest.approx(copy, abs=1e-3)
+        assert float(row["copy_first_frame_region_psnr"]) < float(row["copy_first_frame_psnr"])  # the square moves
+    mean = [line for line in capsys.readouterr().out.splitlines() if "mean PSNR" in line][0]
+    want = np.mean([float(r["region_psnr"]) for r in rows])
+    assert f"pose region PSNR {want:.2f} dB" in mean
+
+
+def test_contact_sheets_show_the_prediction_truth_and_pose_at_fixed_frames(trained, tmp_path):
+    from PIL import Image
+    from dataloader import decode
+    frames = run_tester(trained, tmp_path / "a", "--no_gif")
+    sheet = np.asarray(Image.open(tmp_path / "a" / "contact_sheet_seq1.png").convert("RGB"))
+    (H, W), scale, columns = (32, 64), 3, [0, 9]  # a 10-frame sequence: frame 0 and its last
+    assert media.contact_sheet_frames(10) == columns and media.contact_sheet_frames(630) == list(media.CONTACT_SHEET_FRAMES)
+    assert media.contact_sheet_frames(60) == [0, 25, 50, 59]
+    assert sheet.shape == (media.SHEET_HEADER_H + 3 * (H * scale + media.SHEET_GAP) - media.SHEET_GAP,
+                           media.SHEET_NAME_W + 2 * (W * scale + media.SHEET_GAP) - media.SHEET_GAP, 3)
+    gt, pose = (np.stack([decode(trained[0] / "test" / d / "1" / f"frame{t}.png", H, W) for t in range(10)])
+                for d in ("test_gt", "test_label"))
+    for row, video in enumerate((frames[1], gt, pose)):
+        for c, t in enumerate(columns):
+            y = media.SHEET_HEADER_H + row * (H * scale + media.SHEET_GAP)
+            x = media.SHEET_NAME_W + c * (W * scale + media.SHEET_GAP)
+            enlarged = video[t].transpose(1, 2, 0).repeat(scale, 0).repeat(scale, 1)
+            assert np.array_equal(sheet[y:y + H * scale, x:x + W * scale], enlarged), (row, t)
+    # without ground truth: prediction and pose rows only
+    data = make_dataset(tmp_path / "DR", n_test=1, test_len=10, style="frame")
+    import shutil
+    shutil.rmtree(data / "test" / "test_gt")
+    Tester.main(["--ckpt_path", str(trained[1]), "--DR", str(data), "--test_len", "10", "--device", "cpu",
+                 "--save_root", str(tmp_path / "b"), "--no_gif"])
+    sheet = np.asarray(Image.open(tmp_path / "b" / "contact_sheet_seq0.png").convert("RGB"))
+    assert sheet.shape[0] == media.SHEET_HEADER_H + 2 * (H * scale + media.SHEET_GAP) - media.SHEET_GAP
+    assert not (tmp_path / "b" / "psnr.csv").exists()
 
 
 def test_compile_without_a_cuda_graph_says_it_does_nothing(trained, tmp_path, capsys):

@@ -332,10 +332,15 @@ def test_end_to_end_writes_every_output(tiny_data, tmp_path, capsys):
     Trainer.main(run_args(tiny_data, out, "--num_epoch", "2", "--per_save", "1", "--gif_every", "1", "--cuda_graph_train"))
     assert "--cuda_graph_train needs CUDA and one process: training eagerly" in capsys.readouterr().out  # on CPU
     for name in ("args.json", "history.csv", "last.ckpt", "best.ckpt", "epoch=0.ckpt", "epoch=1.ckpt",
-                 "loss.png", "schedule.png", "psnr_per_frame.png", "val_epoch=0.gif", "val_epoch=1.gif"):
+                 "loss.png", "schedule.png", "psnr_per_frame.png", "val_epoch=0.gif", "val_epoch=1.gif",
+                 "contact_sheet_epoch=0.png", "contact_sheet_epoch=1.png"):
         assert (out / name).is_file(), name
     rows = (out / "history.csv").read_text().splitlines()
     assert rows[0].split(",") == Trainer.HISTORY_FIELDS and len(rows) == 3
+    for row in csv.DictReader(open(out / "history.csv")):  # the pose-region scores, finite on every epoch
+        region = [float(row[k]) for k in ("val_region_psnr", "copy_region_psnr", "val_region_ssim")]
+        assert all(math.isfinite(v) for v in region) and -1 <= region[2] <= 1
+        assert region[1] < float(row["copy_psnr"])  # copying is worse where the square moves than on the whole frame
     ckpt = torch.load(out / "last.ckpt", weights_only=True)  # plain types only
     assert ckpt["epoch"] == 1 and ckpt["args"]["F_dim"] == 8 and "optimizer" in ckpt and "rng" in ckpt
     assert ckpt["kl_anneal"]["epoch"] == 2
@@ -358,7 +363,8 @@ def test_resume_is_bit_exact(tiny_data, tmp_path, ema):
     assert a["tfr"] == b["tfr"] and a["kl_anneal"] == b["kl_anneal"] and a.get("ema_updates") == b.get("ema_updates")
     history_a = (tmp_path / "a" / "history.csv").read_text().splitlines()
     history_b = (tmp_path / "b" / "history.csv").read_text().splitlines()
-    strip_seconds = lambda rows: [r.rsplit(",", 2)[0] for r in rows]  # noqa: E731
+    strip_seconds = lambda rows: [[v for k, v in zip(Trainer.HISTORY_FIELDS, r.split(",")) if k not in ("seconds", "minutes")]
+                                  for r in rows]  # noqa: E731
     assert strip_seconds(history_a) == strip_seconds(history_b)
 
 
@@ -408,12 +414,47 @@ def test_resume_with_other_architecture_names_the_flag(tiny_data, tmp_path):
 def test_a_resume_into_a_new_folder_writes_its_own_best(tiny_data, tmp_path):
     Trainer.main(run_args(tiny_data, tmp_path / "a", "--num_epoch", "1"))
     old = checkpoint.load(tmp_path / "a" / "last.ckpt")
-    old["best_psnr"] = 99.0  # a best no later epoch beats
+    old["best_region_psnr"] = 99.0  # a best no later epoch beats
     torch.save(old, tmp_path / "a" / "last.ckpt")
     Trainer.main(["--ckpt_path", str(tmp_path / "a" / "last.ckpt"), "--num_epoch", "1", "--device", "cpu",
                   "--save_root", str(tmp_path / "b")])
     best = checkpoint.load(tmp_path / "b" / "best.ckpt")  # the Tester's usual input exists in the new folder
-    assert best["epoch"] == 1 and best["best_psnr"] < 99.0
+    assert best["epoch"] == 1 and best["best_region_psnr"] < 99.0
+
+
+def test_best_is_chosen_by_the_region_score_not_the_full_frame():
+    """Epoch 1's empty room beats epoch 0 on the full frame (background) but loses on the dancer: epoch 0 stays best."""
+    run = Trainer.new_run(Trainer.parse_args([]))
+    epochs = [{"val_psnr": 24.0, "val_region_psnr": 18.0}, {"val_psnr": 26.0, "val_region_psnr": 12.0},
+              {"val_psnr": 23.0, "val_region_psnr": 19.0}]
+    chosen = [Trainer.new_best(run, e["val_region_psnr"], best_exists=i > 0) for i, e in enumerate(epochs)]
+    assert chosen == [True, False, True] and run["best_region_psnr"] == 19.0
+    assert Trainer.new_best(run, 5.0, best_exists=False)  # a folder without best.ckpt gets one, whatever the score
+    assert run["best_region_psnr"] == 5.0
+
+
+def test_resuming_a_run_from_before_the_region_score(tiny_data, tmp_path, capsys):
+    """Its checkpoint holds a full-frame best_psnr and its history no region columns: the next validation writes
+    best.ckpt (a full-frame best says nothing about the region) and the history gets the new columns."""
+    Trainer.main(run_args(tiny_data, tmp_path / "a", "--num_epoch", "1"))
+    old = checkpoint.load(tmp_path / "a" / "last.ckpt")
+    old["best_psnr"] = 99.0  # an older version's key: a full-frame PSNR no later epoch beats
+    del old["best_region_psnr"]
+    torch.save(old, tmp_path / "a" / "last.ckpt")
+    history = tmp_path / "a" / "history.csv"
+    old_fields = Trainer.HISTORY_FIELDS[:Trainer.HISTORY_FIELDS.index("minutes") + 1]
+    rows = list(csv.DictReader(open(history)))
+    with open(history, "w", newline="") as f:  # as an older version wrote it
+        writer = csv.DictWriter(f, fieldnames=old_fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    Trainer.main(["--ckpt_path", str(tmp_path / "a" / "last.ckpt"), "--num_epoch", "1", "--device", "cpu"])
+    assert "chose best.ckpt by full-frame PSNR" in capsys.readouterr().out
+    best = checkpoint.load(tmp_path / "a" / "best.ckpt")
+    assert best["epoch"] == 1 and math.isfinite(best["best_region_psnr"])
+    rows = list(csv.DictReader(open(history)))
+    assert list(rows[0]) == Trainer.HISTORY_FIELDS and rows[0]["val_region_psnr"] == ""
+    assert float(rows[1]["val_region_psnr"]) == pytest.approx(best["best_region_psnr"], abs=1e-4)
 
 
 def test_averaged_weights_validate_but_do_not_resume(tiny_data, tmp_path):
@@ -764,9 +805,10 @@ def test_the_loop_applies_the_lr_and_teacher_forcing_schedules_and_keeps_the_bes
     rows = list(csv.DictReader(open(out / "history.csv")))
     assert [float(r["lr"]) for r in rows] == pytest.approx([1e-3, 1e-4, 1e-4])
     assert [float(r["tfr"]) for r in rows] == pytest.approx([1.0, 0.5, 0.0])
-    psnr = [float(r["val_psnr"]) for r in rows]
+    region = [float(r["val_region_psnr"]) for r in rows]
     best = torch.load(out / "best.ckpt", weights_only=True)
-    assert best["epoch"] == psnr.index(max(psnr)) and best["best_psnr"] == pytest.approx(max(psnr), abs=1e-6)
+    assert best["epoch"] == region.index(max(region))
+    assert best["best_region_psnr"] == pytest.approx(max(region), abs=1e-6)
 
 
 def test_amp_trains_in_bf16_on_cpu_too(tiny_data, tmp_path):
@@ -815,3 +857,16 @@ def test_clips_references_and_lags_stay_inside_their_video():
             assert (video(ref[:, 0, 0, 0]) == video(clip[:, -1])).all()
             seen_clamped |= bool(((ref[:, 0, 0, 0] * 255).round() == 20).any())
     assert seen_clamped  # a gap of up to 30 reaches the start of the second video
+
+
+def test_compare_plot_takes_histories_from_before_and_after_the_region_columns(tmp_path):
+    import plotting
+    old_fields = Trainer.HISTORY_FIELDS[:Trainer.HISTORY_FIELDS.index("minutes") + 1]
+    for name, fields in (("old", old_fields), ("new", Trainer.HISTORY_FIELDS)):
+        with open(tmp_path / f"{name}.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows({k: epoch + 1 for k in fields} for epoch in range(2))
+    plotting.plot_compare([tmp_path / "old.csv", tmp_path / "new.csv"], ["old", "new"], tmp_path / "compare.png")
+    plotting.plot_compare([tmp_path / "old.csv"], ["old"], tmp_path / "old.png")  # no copy_region_psnr to draw
+    assert (tmp_path / "compare.png").stat().st_size > 0 and (tmp_path / "old.png").stat().st_size > 0
