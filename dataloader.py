@@ -160,7 +160,8 @@ def load_images(files, frame_H, frame_W, cache_dir=None, name="images"):
         array = np.stack([decode(p, frame_H, frame_W) for p in files]) if files else \
             np.zeros((0, 3, frame_H, frame_W), np.uint8)
         if path:
-            for old in Path(cache_dir).glob(f"{name}-*.bin"):  # stale versions of this split
+            # stale versions of this split at this resolution; other resolutions' caches stay
+            for old in Path(cache_dir).glob(f"{name}-{frame_H}x{frame_W}-*.bin"):
                 old.unlink(missing_ok=True)
             _write_cache(path, key, array)
     _memory_cache[key] = array

