@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-FORMAT_VERSION = 1
+from dataset_marker import FORMAT_VERSION, MARKER, read_marker  # noqa: F401 (MARKER: written last)
+
 STAMP = ".synthetic"  # written first: marks a folder as ours, so it may be deleted
-MARKER = ".complete"  # written last: every file is there
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 SECONDS_PER_FRAME = 0.003  # measured on one core, used only for the "~N s" message
 
@@ -412,13 +412,6 @@ def count_pngs(folder):
         return sum(1 for entry in os.scandir(folder) if entry.name.endswith(".png"))
     except OSError:
         return -1
-
-def read_marker(root):
-    try:
-        info = json.loads((Path(root) / MARKER).read_text())
-        return info if info.get("format") == FORMAT_VERSION else None
-    except (OSError, ValueError, AttributeError):
-        return None
 
 def is_complete(root):
     """True if root holds a finished dataset from this generator (marker present and every file there)."""

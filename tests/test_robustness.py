@@ -47,3 +47,19 @@ def test_decode_caches_of_two_resolutions_live_side_by_side(tmp_path, monkeypatc
     names = sorted(p.name for p in cache.glob("val_img-8x16-*.bin"))
     assert len(names) == 1 and not stale.exists()
     assert len(list(cache.glob("val_img-16x32-*.bin"))) == 1
+
+
+def test_the_loader_does_not_import_the_generator():
+    code = "import sys, dataloader; print('synthetic' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_the_loader_reads_the_generators_marker(tmp_path):
+    import synthetic
+    (tmp_path / synthetic.MARKER).write_text(json.dumps(
+        {"format": synthetic.FORMAT_VERSION, "config": {"train_videos": 3, "train_frames": 5}}))
+    assert list(dataloader.video_starts(tmp_path, 15)) == [0, 5, 10]
+    assert list(dataloader.video_starts(tmp_path, 14)) == [0]  # not what the marker says: one video
+    (tmp_path / synthetic.MARKER).write_text(json.dumps({"format": synthetic.FORMAT_VERSION + 1}))
+    assert list(dataloader.video_starts(tmp_path, 15)) == [0]
