@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+TEMP_GLOB = ".*.tmp*"  # the temps atomic() and checkpoint.save_atomic write; a Trainer's start removes them
+
 
 def quantize(frames):
     """Float images in [0,1] -> uint8 round(255*x), clipped, on the tensor's own device."""
@@ -36,7 +38,7 @@ def write_gif(frames_thwc, path, fps=20, scale=2):
 
 
 def save_gif(images, path, fps=20):
-    with atomic(path, ".tmp.gif") as tmp:
+    with atomic(path, ".gif") as tmp:
         images[0].save(tmp, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
 
 
@@ -72,7 +74,7 @@ def write_contact_sheet(rows, path, scale=3):
         draw.text((SHEET_NAME_W + c * cell_w + 2, 1), f"frame {t}", fill=(0, 0, 0))
     for r, name in enumerate(rows):
         draw.text((2, SHEET_HEADER_H + r * cell_h + (H * scale) // 2 - 5), name, fill=(0, 0, 0))
-    with atomic(path, ".tmp.png") as tmp:
+    with atomic(path, ".png") as tmp:
         image.save(tmp)
     return np.asarray(image)
 
@@ -131,10 +133,13 @@ def write_atomic(data, path):
 
 
 @contextmanager
-def atomic(path, suffix=".tmp"):
+def atomic(path, ext=""):
     """Yields a temporary path beside `path`, renamed onto it at the end; removed on an error, so a
-    failed write leaves whatever was at `path` before."""
-    tmp = Path(path).with_name(Path(path).name + suffix)
+    failed write leaves whatever was at `path` before. Its name, .<name>.tmp<pid><ext>, is the form
+    checkpoint.save_atomic writes and a Trainer's start removes (TEMP_GLOB), so the temp of a killed
+    write does not stay; ext keeps the extension PIL picks a format by."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{ext}")
     try:
         yield tmp
     except BaseException:

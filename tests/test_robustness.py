@@ -63,3 +63,37 @@ def test_the_loader_reads_the_generators_marker(tmp_path):
     assert list(dataloader.video_starts(tmp_path, 14)) == [0]  # not what the marker says: one video
     (tmp_path / synthetic.MARKER).write_text(json.dumps({"format": synthetic.FORMAT_VERSION + 1}))
     assert list(dataloader.video_starts(tmp_path, 15)) == [0]
+
+
+def _locked():
+    try:  # the Trainer's run-folder code may live in runs.py
+        from runs import locked
+    except ImportError:
+        from Trainer import locked
+    return locked
+
+
+@pytest.mark.parametrize("ext", ["", ".gif", ".png"])
+def test_a_stale_temp_of_media_atomic_is_removed_at_the_next_start(tmp_path, ext):
+    out = tmp_path / "run"
+    out.mkdir()
+    writing = media.atomic(out / f"history{ext or '.csv'}", ext)
+    tmp = writing.__enter__()  # killed mid-write: never renamed, never cleaned up by its own process
+    tmp.write_bytes(b"half a file")
+    assert fnmatch.fnmatch(tmp.name, media.TEMP_GLOB)
+    assert tmp.name.endswith(ext)  # PIL picks the format by the extension
+    with _locked()(out):
+        pass
+    assert not tmp.exists()
+
+
+def test_media_atomic_still_replaces_atomically(tmp_path):
+    path = tmp_path / "a.csv"
+    media.write_atomic(b"old", path)
+    with pytest.raises(RuntimeError):
+        with media.atomic(path) as tmp:
+            tmp.write_bytes(b"ne")
+            raise RuntimeError("disk full")
+    assert path.read_bytes() == b"old" and list(tmp_path.iterdir()) == [path]
+    media.write_atomic(b"new", path)
+    assert path.read_bytes() == b"new" and list(tmp_path.iterdir()) == [path]
