@@ -97,3 +97,18 @@ def test_media_atomic_still_replaces_atomically(tmp_path):
     assert path.read_bytes() == b"old" and list(tmp_path.iterdir()) == [path]
     media.write_atomic(b"new", path)
     assert path.read_bytes() == b"new" and list(tmp_path.iterdir()) == [path]
+
+
+def test_benchmark_skips_batch_sizes_a_small_dataset_cannot_fill(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("benchmark", REPO / "scripts" / "benchmark.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    root = make_dataset(tmp_path / "DR", n_train=24, n_val=6, n_test=1, test_len=4)  # 6 clips of 4
+    out = tmp_path / "bench.json"
+    bench.main(["--DR", str(root), *TINY, "--train_vi_len", "4", "--val_vi_len", "6", "--device", "cpu",
+                "--steps", "1", "--big_batches", "4", "32", "--rollout_len", "3", "--sequences", "1",
+                "--json", str(out)])
+    figures = json.loads(out.read_text())
+    assert "train_fps_fast_batch4" in figures and "train_fps_fast_batch32" not in figures
+    assert np.isfinite(figures["train_fps_batch2_ratio"])
+    assert "skipping batch 32: only 6 training clips" in capsys.readouterr().out
