@@ -25,7 +25,7 @@ from metrics import copy_first_frame_psnr, psnr_per_frame, region_scores, sample
 from model import ARCH_FLAGS, NEWER_ARCH_FLAGS, VAE_Model, autocast  # noqa: E402
 
 COURSE_ARCH = dict(F_dim=128, L_dim=32, N_dim=12, D_out_dim=192, output_activation="none", prior="fixed",
-                   frame_H=32, frame_W=64, reference_pose=False)
+                   frame_H=32, frame_W=64)
 
 
 # the course Tester's flags (its Trainer's, plus --make_gif) that mean nothing here: accepted, noted once

@@ -113,10 +113,8 @@ def build_parser():
     a("--preset", default="course", choices=sorted(PRESETS), help="a set of defaults (see README)")
     a("--seed", type=int, default=1)
     a("--output_activation", default="sigmoid", choices=Generator.ACTIVATIONS,
-      help="'none' reproduces the course model (pixels may leave [0,1]); 'residual' predicts a change "
-           "to the previous frame; 'warp' moves the previous frame's pixels by a predicted flow; 'warp_ref' "
-           "blends that with the first frame, warped too (the decoder also sees the first frame); 'warp_acc' "
-           "composes the flows and warps the first frame once per frame (experimental)")
+      help="'none' reproduces the course model (pixels may leave [0,1]); 'warp' moves the previous frame's "
+           "pixels by a predicted flow; 'pose_shift' renders the dancer from the first frame moved by the pose")
     a("--prior", default="fixed", choices=PRIORS,
       help="z at validation/test: 'fixed' N(0,I) (the course, SVG-FP) or 'learned' p(z_t | x_t-1, p_t) (SVG-LP)")
     a("--eval_samples", type=int, default=1, help="rollouts per val sequence: mean and best-of-K PSNR/SSIM")
@@ -142,27 +140,13 @@ def build_parser():
       help="under torchrun on CUDA: SyncBatchNorm in Label_Encoder, so N ranks of batch b train like batch N*b")
     a("--max_minutes", type=float, default=0, help="stop before an epoch that would end after this many minutes "
       "of this invocation (0: no limit); data loading and validation count")
-    a("--frame_stride", type=int, default=1,
-      help="training clips take every k-th frame: k times the motion per step (validation stays at 1; "
-           "a clip that would run into the next video is dropped)")
     a("--flow_deadzone", type=float, default=0.0, metavar="PIXELS",
       help="warp only, at validation and test: flow components under PIXELS are set to zero, so sub-pixel noise "
            "does not blur the static background at every step (0: off)")
     a("--reference_gap", type=int, default=0, metavar="FRAMES",
-      help="warp_ref only: in training the first frame it reads is 0..FRAMES frames before the clip's first "
+      help="pose_shift only: in training the first frame it reads is 0..FRAMES frames before the clip's first "
            "(a new draw per clip and epoch; never before its video's first), as validation reads one up to 629 "
            "frames back (0: the clip's own)")
-    a("--reference_pose", action=argparse.BooleanOptionalAction, default=False,
-      help="warp_ref only: the decoder also reads the features of the first frame's pose label, so it can tell "
-           "when the dancer is back in the first pose (experimental)")
-    a("--reference_blend", type=float, default=None, metavar="WEIGHT",
-      help="warp_ref only: the blend weight on the first frame at initialisation (default sigmoid(-4) = 0.018, "
-           "almost 'warp'; 0.5 lets training open it, and the rollout gives x_0 back at the returns to the "
-           "first pose: see the README)")
-    a("--start_lag", type=int, default=0, metavar="FRAMES",
-      help="in training, each clip starts from the frame 0..FRAMES frames before its first (a new draw per clip "
-           "and epoch; never before its video's first): free-running clips then learn to catch up a dancer that "
-           "lags behind the poses (0: off)")
     a("--ema", type=float, default=0.0, help="decay of an exponential moving average of the weights; validation, "
       "the checkpoints' state_dict and so the Tester use the average (0: off, the raw weights)")
     a("--max_bad_steps", type=int, default=20, help="stop after this many non-finite losses in a row")
@@ -193,18 +177,11 @@ def parse_args(argv=None, parser=None):
         if key not in args.explicit:
             setattr(args, key, value)
     args.kl_anneal_type = normalize_kl_type(args.kl_anneal_type)
-    for flag in ("batch_size", "per_save", "train_vi_len", "val_vi_len", "frame_H", "frame_W", "eval_samples", "frame_stride"):
+    for flag in ("batch_size", "per_save", "train_vi_len", "val_vi_len", "frame_H", "frame_W", "eval_samples"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
-    for flag in ("reference_pose", "reference_blend"):  # on a resume the model checks its own head
-        if getattr(args, flag) not in (False, None) and args.output_activation != "warp_ref" and not args.ckpt_path:
-            parser.error(f"--{flag} needs --output_activation warp_ref, got {args.output_activation}")
-    if args.reference_blend is not None and not 0 < args.reference_blend < 1:
-        parser.error(f"--reference_blend must be in (0, 1), got {args.reference_blend}")
     if args.reference_gap < 0:
         parser.error(f"--reference_gap must be >= 0 frames, got {args.reference_gap}")
-    if args.start_lag < 0:
-        parser.error(f"--start_lag must be >= 0 frames, got {args.start_lag}")
     if args.flow_deadzone < 0:
         parser.error(f"--flow_deadzone must be >= 0 pixels, got {args.flow_deadzone}")
     if not 0 <= args.ema < 1:
@@ -315,7 +292,7 @@ def train_one_epoch(model, optimizer, sampler, args, run, epoch, stop, ctx=None,
     run["in_epoch"] = pos
     resume_position(pos, args.batch_size, ctx.world)
     batches = itertools.islice(sampler.epoch_batches(partial, args.batch_size, args.seed, epoch, ctx.rank, ctx.world,
-                                                     args.reference_gap, args.start_lag, model.reference_pose),
+                                                     args.reference_gap),
                                pos["step"], None)
     bar = tqdm(batches, total=steps, initial=pos["step"], desc=f"epoch {epoch}", ncols=120, leave=False,
                disable=None if ctx.is_main else True)
@@ -565,12 +542,6 @@ def restore_run(model, optimizer, ckpt, args, log):
     run = new_run(args)
     if "args" not in ckpt:
         return run, 0
-    if "optimizer" not in ckpt:  # e.g. averaged weights: validating needs only them
-        if args.test:
-            return run, (ckpt.get("epoch") or 0) + 1
-        raise checkpoint.CheckpointError(
-            f"{args.ckpt_path}: weights without an optimizer state (scripts/average_checkpoints.py writes these): "
-            f"test it with Tester.py or Trainer.py --test; training cannot resume from it")
     load_optimizer(optimizer, ckpt["optimizer"])
     for group in optimizer.param_groups:
         for p in group["params"]:  # Adam's moments in their parameter's memory layout (--channels_last)
@@ -680,7 +651,7 @@ def run_epochs(model, optimizer, run, start_epoch, train_set, val_set, args, sav
             f"SSIM {result['val_ssim']:.3f}, {region_text(result)}, val MSE {result['val_mse']:.5f} -> {save_root}")
         return result
     ctx.run_on_main(write_args, args, save_root, ctx.world)
-    sampler = ClipSampler(train_set, device, args.frame_stride)
+    sampler = ClipSampler(train_set, device)
     stop = StopRequest()
     stop.install()
     epoch_seconds = 0.0

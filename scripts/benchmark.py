@@ -120,12 +120,12 @@ def cached_batches(sampler, batch_size, seed):
 @torch.no_grad()
 def plain_rollout(model, first, labels, noise):
     """The course's rollout: one sequence, the pose encoded frame by frame, eager fp32."""
-    states, reference = [model.start(first)], model.reference(model.anchor(first, labels[:, 0]))
+    states, reference = [first], model.reference(model.anchor(first, labels[:, 0]))
     for t in range(1, labels.shape[1]):
-        label_feat, prev_feat = model.label_transformation(labels[:, t]), model.frame_transformation(states[-1][:, :3])
+        label_feat, prev_feat = model.label_transformation(labels[:, t]), model.frame_transformation(states[-1])
         z = model.prior_sample(prev_feat, label_feat, noise.next())
-        states.append(model.decode(states[-1], prev_feat, label_feat, z, reference))
-    return torch.stack(states, 1)[:, :, :3]
+        states.append(model.decode(states[-1], prev_feat, label_feat, z, reference, labels[:, t]))
+    return torch.stack(states, 1)
 
 
 def validation_psnr_both_ways(model, args, device, amp):

@@ -80,9 +80,9 @@ def course_model():
     return VAE_Model(8, 4, 4, 8, output_activation="none")
 
 
-@pytest.mark.parametrize("activation", ["sigmoid", "residual"])
+@pytest.mark.parametrize("activation", ["sigmoid"])
 def test_course_code_refuses_a_head_it_cannot_run_by_name(tmp_path, activation):
-    """The sigmoid and residual heads have exactly the course's keys and shapes: only the marker stops a
+    """The sigmoid head has exactly the course's keys and shapes: only the marker stops a
     course strict load from silently running them without their activation."""
     save_like_the_trainer(tmp_path / "a.ckpt", activation)
     ckpt = torch.load(tmp_path / "a.ckpt")  # as the course loads it

@@ -47,11 +47,11 @@ def test_every_frame_reaches_the_loss(per_frame, teacher_forcing):
 def test_graphed_clip_loss_falls_back_to_the_eager_loss_and_says_so(capfd):
     import copy
     from cuda_graphs import GraphedClipLoss
-    model = VAE_Model(8, 4, 4, 8, output_activation="warp_ref")
+    model = VAE_Model(8, 4, 4, 8, output_activation="pose_shift")
     torch.nn.init.normal_(model.Generator[-1].weight, std=0.1)  # flows that depend on the previous frame
     eager = copy.deepcopy(model)
     img, label = clip()
-    eps, reference = torch.randn(2, 4, 4, 16, 24), torch.rand(2, 3, 16, 24)
+    eps, reference = torch.randn(2, 4, 4, 16, 24), torch.rand(2, 6, 16, 24)
     graphed = GraphedClipLoss(model, amp=False, detach_prev=True, per_frame=False)
     got = graphed(img, label, 0.5, False, eps, reference)
     assert graphed.failed and "capture of the training step failed" in capfd.readouterr().err
@@ -66,13 +66,12 @@ def test_graphed_clip_loss_falls_back_to_the_eager_loss_and_says_so(capfd):
     assert "failed" not in capfd.readouterr().err
 
 
-@pytest.mark.parametrize("activation,prior", [("sigmoid", "fixed"), ("residual", "fixed"), ("sigmoid", "learned"),
-                                              ("warp", "fixed"), ("warp_ref", "fixed"), ("warp_ref", "learned"),
-                                              ("warp_acc", "fixed")])
+@pytest.mark.parametrize("activation,prior", [("sigmoid", "fixed"), ("sigmoid", "learned"), ("warp", "fixed"),
+                                              ("pose_shift", "fixed"), ("pose_shift", "learned")])
 @pytest.mark.parametrize("teacher_forcing", [True, False])
 def test_batched_over_time_equals_frame_by_frame_in_eval_mode(teacher_forcing, activation, prior):
     model = VAE_Model(8, 4, 4, 8, output_activation=activation, prior=prior).eval()
-    torch.nn.init.normal_(model.Generator[-1].weight)  # residual and warp start at zero: make it matter
+    torch.nn.init.normal_(model.Generator[-1].weight)  # warp and pose_shift start at zero: make it matter
     if prior == "learned":  # the prior head starts at N(0, I): make it matter
         torch.nn.init.normal_(model.Learned_Prior[-1].weight, std=0.1)
     img, label = clip()
@@ -134,11 +133,9 @@ def test_quick_recipe_trains_a_warp_model_that_the_tester_rolls_out(tiny_data, t
     assert other.Generator.flow_deadzone == 0
 
 
-@pytest.mark.parametrize("activation,tolerance", [("residual", 1.001e-3),  # exact up to the logit clamp at 1e-3
-                                                  ("warp", 1e-5), ("warp_acc", 1e-5)])  # float rounding in grid_sample
-def test_untrained_residual_and_warp_models_copy_the_previous_frame(activation, tolerance):
+def test_untrained_warp_models_copy_the_previous_frame(tolerance=1e-5):  # float rounding in grid_sample
     from model import rollout_noise
-    model = VAE_Model(8, 4, 4, 8, output_activation=activation).eval()
+    model = VAE_Model(8, 4, 4, 8, output_activation="warp").eval()
     first, labels = torch.rand(2, 3, 16, 24), torch.rand(2, 6, 3, 16, 24)
     out = model.rollout(first, labels, rollout_noise(model, 0, [0, 1], 0, 16, 24, "cpu"))
     assert (out - first[:, None]).abs().max() < tolerance
@@ -404,11 +401,8 @@ def test_resume_with_other_architecture_names_the_flag(tiny_data, tmp_path):
     Trainer.main(run_args(tiny_data, tmp_path / "a", "--num_epoch", "1"))
     with pytest.raises(checkpoint.CheckpointError, match="--F_dim 16 differs"):
         Trainer.main(["--ckpt_path", str(tmp_path / "a" / "last.ckpt"), "--F_dim", "16", "--num_epoch", "1"])
-    old = checkpoint.load(tmp_path / "a" / "last.ckpt")
-    del old["args"]["reference_pose"]  # a checkpoint from before the flag: it means False
-    torch.save(old, tmp_path / "a" / "last.ckpt")
-    with pytest.raises(checkpoint.CheckpointError, match="--reference_pose True differs from the checkpoint's False"):
-        Trainer.main(["--ckpt_path", str(tmp_path / "a" / "last.ckpt"), "--reference_pose", "--num_epoch", "1"])
+    with pytest.raises(checkpoint.CheckpointError, match="--output_activation warp differs from the checkpoint's sigmoid"):
+        Trainer.main(["--ckpt_path", str(tmp_path / "a" / "last.ckpt"), "--output_activation", "warp", "--num_epoch", "1"])
 
 
 def test_a_resume_into_a_new_folder_writes_its_own_best(tiny_data, tmp_path):
@@ -455,21 +449,6 @@ def test_resuming_a_run_from_before_the_region_score(tiny_data, tmp_path, capsys
     rows = list(csv.DictReader(open(history)))
     assert list(rows[0]) == Trainer.HISTORY_FIELDS and rows[0]["val_region_psnr"] == ""
     assert float(rows[1]["val_region_psnr"]) == pytest.approx(best["best_region_psnr"], abs=1e-4)
-
-
-def test_averaged_weights_validate_but_do_not_resume(tiny_data, tmp_path):
-    Trainer.main(run_args(tiny_data, tmp_path / "a", "--num_epoch", "1", "--ema", "0.9"))
-    ckpt = checkpoint.load(tmp_path / "a" / "last.ckpt")
-    averaged = {"state_dict": ckpt["state_dict"], "args": ckpt["args"], "epoch": 0}  # average_checkpoints.py's keys
-    torch.save(averaged, tmp_path / "avg.ckpt")
-    result = Trainer.main(["--ckpt_path", str(tmp_path / "avg.ckpt"), "--test", "--device", "cpu",
-                           "--save_root", str(tmp_path / "v")])
-    validated = float(next(csv.DictReader(open(tmp_path / "a" / "history.csv")))["val_psnr"])
-    assert abs(result["val_psnr"] - validated) < 1e-4  # these weights (the EMA), not fresh or raw ones
-    with pytest.raises(checkpoint.CheckpointError, match="avg.ckpt: weights without an optimizer state"):
-        Trainer.main(["--ckpt_path", str(tmp_path / "avg.ckpt"), "--num_epoch", "1", "--device", "cpu",
-                      "--save_root", str(tmp_path / "c")])
-
 
 def test_changed_kl_flags_start_a_new_stage(tiny_data, tmp_path, capsys):
     Trainer.main(run_args(tiny_data, tmp_path / "a", "--num_epoch", "2", "--kl_anneal_type", "Monotonic"))
@@ -564,7 +543,7 @@ def test_truncated_and_foreign_checkpoints(tmp_path):
     # the error names the flag that shapes the modules at fault
     for model, flag in ((VAE_Model(8, 4, 4, 8, prior="learned"), "--prior"),
                         (VAE_Model(8, 4, 4, 8, output_activation="warp"), "--output_activation"),
-                        (VAE_Model(8, 4, 4, 8, output_activation="warp_ref", reference_pose=True), "--reference_pose")):
+                        (VAE_Model(8, 4, 4, 8, output_activation="pose_shift"), "--output_activation")):
         with pytest.raises(checkpoint.CheckpointError, match=f"good.ckpt: weights do not fit .*check .*{flag}"):
             checkpoint.load_weights(model, checkpoint.load(good)["state_dict"], good)
 
@@ -664,17 +643,6 @@ class RampWithLabels(RampFrames):
     """RampFrames whose label of frame i is 255 - i: a label that differs from its frame."""
     labels = 255 - RampFrames.frames
 
-
-def test_frame_stride_clips_take_every_kth_frame_and_stride_1_is_the_course():
-    course = ClipSampler(RampFrames, "cpu")
-    assert course.num_clips(1.0) == 10 and course.num_clips(0.5) == 5
-    strided = ClipSampler(RampWithLabels, "cpu", stride=3)
-    assert strided.num_clips(1.0) == 8  # the last start, 28, takes frames 28..37
-    img, label = strided.clips(torch.tensor([0, 7]))
-    assert (img[:, :, 0, 0, 0] * 255).round().tolist() == [[0, 3, 6, 9], [28, 31, 34, 37]]
-    assert (label[:, :, 0, 0, 0] * 255).round().tolist() == [[255, 252, 249, 246], [227, 224, 221, 218]]  # their own
-
-
 def test_max_minutes_stops_before_an_epoch_that_would_overrun(tiny_data, tmp_path, capsys):
     Trainer.main(run_args(tiny_data, tmp_path / "run", "--num_epoch", "3", "--max_minutes", "1e-6"))
     printed = capsys.readouterr()
@@ -720,28 +688,16 @@ def test_reference_gap_draws_earlier_frames_per_clip_and_keeps_the_clip_order(ca
     assert "--reference_gap must be >= 0" in capsys.readouterr().err
 
 
-def test_reference_pose_gap_gives_each_reference_frame_with_its_own_pose_label(capsys):
+def test_reference_gap_gives_each_reference_frame_with_its_own_pose_label():
     sampler = ClipSampler(RampWithLabels, "cpu")
-    for img, label, ref in sampler.epoch_batches(1.0, 2, seed=1, epoch=3, reference_gap=6, reference_pose=True):
+    for img, label, ref in sampler.epoch_batches(1.0, 2, seed=1, epoch=3, reference_gap=6):
         assert ref.shape == (2, 6, 1, 1)  # VAE_Model.anchor(): x_0, then p_0
         assert torch.allclose(ref[:, 3:], 1 - ref[:, :3])  # the label of the same frame
         assert ((img[:, 0] - ref[:, :3]) * 255).round().min() >= 0  # drawn at or before the clip's start
-    with pytest.raises(SystemExit):
-        Trainer.parse_args(["--reference_pose"])
-    assert "--reference_pose needs --output_activation warp_ref, got sigmoid" in capsys.readouterr().err
-
-
-def test_reference_pose_with_a_lagged_start_anchors_the_lagged_frame_with_its_own_pose():
-    sampler = ClipSampler(RampWithLabels, "cpu")
-    for img, label, anchor in sampler.epoch_batches(1.0, 2, seed=1, epoch=0, start_lag=5, reference_pose=True):
-        assert anchor.shape == (2, 6, 1, 1) and torch.allclose(anchor[:, 3:], 1 - anchor[:, :3])  # a true pair
-        assert torch.equal(anchor[:, :3], img[:, 0])  # the lagged start itself, not the clip's first pose
-    assert all(ref is None for _, _, ref in sampler.epoch_batches(1.0, 2, seed=1, epoch=0, start_lag=5))
-
 
 @pytest.mark.parametrize("teacher_forcing", [True, False])
-def test_reference_pose_clip_loss_reads_the_first_label_and_batches_like_frame_by_frame(teacher_forcing):
-    model = VAE_Model(8, 4, 4, 8, output_activation="warp_ref", reference_pose=True).eval()
+def test_pose_shift_clip_loss_reads_the_first_label_and_batches_like_frame_by_frame(teacher_forcing):
+    model = VAE_Model(8, 4, 4, 8, output_activation="pose_shift").eval()
     torch.nn.init.normal_(model.Generator[-1].weight, std=0.1)
     img, label = clip()
     eps = torch.randn(2, 4, 4, 16, 24)
@@ -754,23 +710,24 @@ def test_reference_pose_clip_loss_reads_the_first_label_and_batches_like_frame_b
     assert (loss(label) - loss(other)).abs().max() > 0
 
 
-def test_reference_pose_trains_end_to_end_and_the_tester_rebuilds_it(tiny_data, tmp_path):
-    ckpt, model, arch = train_then_test(tiny_data, tmp_path, "--output_activation", "warp_ref", "--reference_pose",
+def test_pose_shift_trains_end_to_end_and_the_tester_rebuilds_it(tiny_data, tmp_path):
+    ckpt, model, arch = train_then_test(tiny_data, tmp_path, "--output_activation", "pose_shift",
                                         "--reference_gap", "3", "--tfr", "0", "--num_epoch", "1")
-    assert ckpt["args"]["reference_pose"] is True and arch.reference_pose is True and model.reference_pose
+    assert ckpt["args"]["output_activation"] == "pose_shift" and arch.output_activation == "pose_shift"
+    assert "head.keypoints.classify.weight" in ckpt["state_dict"]
 
 
 @pytest.mark.parametrize("per_frame", [False, True])
-def test_clip_loss_reads_the_given_reference_frame_for_warp_ref_only(per_frame):
+def test_clip_loss_reads_the_given_reference_frame_for_pose_shift_only(per_frame):
     img, label = clip()
     eps = torch.randn(2, 4, 4, 16, 24)
-    for activation in ("warp_ref", "warp"):
+    for activation in ("pose_shift", "warp"):
         torch.manual_seed(0)
         model = VAE_Model(8, 4, 4, 8, output_activation=activation).eval()
         torch.nn.init.normal_(model.Generator[-1].weight, std=0.1)
         loss = lambda ref: model.clip_loss(img, label, 1.0, False, per_frame=per_frame, eps=eps, reference_frame=ref)[0]  # noqa: E731
-        assert torch.equal(loss(None), loss(img[:, 0].clone()))  # the default is the clip's first frame
-        assert torch.equal(loss(None), loss(torch.rand(2, 3, 16, 24))) == (activation == "warp")
+        assert torch.equal(loss(None), loss(torch.cat([img[:, 0], label[:, 0]], 1)))  # the default: the clip's first
+        assert torch.equal(loss(None), loss(torch.rand(2, 6, 16, 24))) == (activation == "warp")
 
 
 def test_plotter_draws_one_at_a_time_and_reraises_a_drawing_error(capsys):
@@ -819,41 +776,20 @@ def test_amp_trains_in_bf16_on_cpu_too(tiny_data, tmp_path):
     assert math.isfinite(losses["bf16"]) and losses["bf16"] != losses["fp32"]  # autocast ran, and nothing blew up
     assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.2)
 
-
-def test_start_lag_replaces_only_each_clips_first_frame_by_an_earlier_one(capsys):
-    sampler = ClipSampler(RampFrames, "cpu")
-    plain = list(sampler.epoch_batches(1.0, 2, seed=1, epoch=3))
-    lagged = list(sampler.epoch_batches(1.0, 2, seed=1, epoch=3, start_lag=3))
-    lags = []
-    for (img, label, _), (img_l, label_l, _) in zip(plain, lagged):
-        assert torch.equal(img[:, 1:], img_l[:, 1:]) and torch.equal(label, label_l)  # targets and poses stay
-        lags += ((img[:, 0] - img_l[:, 0])[:, 0, 0, 0] * 255).round().tolist()
-    starts = [(img[:, 0, 0, 0, 0] * 255).round().tolist() for img, _, _ in plain]
-    assert all(0 <= lag <= 3 for lag in lags) and len(set(lags)) > 2  # drawn per clip, never a later frame
-    assert any(s == 0 for row in starts for s in row)  # clip 0 is in there: its start clamps at frame 0
-    again = list(sampler.epoch_batches(1.0, 2, seed=1, epoch=3, start_lag=3))
-    assert all(torch.equal(a[0], b[0]) for a, b in zip(again, lagged))  # a resume replays them
-    with pytest.raises(SystemExit):
-        Trainer.parse_args(["--start_lag", "-1"])
-    assert "--start_lag must be >= 0" in capsys.readouterr().err
-
-
 class TwoVideos(RampWithLabels):
     """RampWithLabels as two videos of 20 frames (frames 0..19 and 20..39)."""
     video_starts = np.array([0, 20])
 
 
-def test_clips_references_and_lags_stay_inside_their_video():
-    assert ClipSampler(TwoVideos, "cpu").num_clips(1.0) == 10  # 20 = 5 clips of 4: nothing crosses
-    strided = ClipSampler(TwoVideos, "cpu", stride=3)
-    assert strided.clip_ids(1.0).tolist() == [0, 1, 2, 5, 6, 7]  # a clip spans 10 frames: 12..21 and 16..25 cross
+def test_clips_and_references_stay_inside_their_video():
+    sampler = ClipSampler(TwoVideos, "cpu")
+    assert sampler.num_clips(1.0) == 10  # 20 = 5 clips of 4: nothing crosses
     video = lambda x: (x * 255).round() >= 20  # noqa: E731  (frame value = index)
     seen_clamped = False
     for epoch in range(3):
-        for img, _, ref in strided.epoch_batches(1.0, 2, seed=1, epoch=epoch, reference_gap=30, start_lag=30,
-                                                 reference_pose=True):
+        for img, _, ref in sampler.epoch_batches(1.0, 2, seed=1, epoch=epoch, reference_gap=30):
             clip = img[:, :, 0, 0, 0]
-            assert (video(clip) == video(clip[:, -1:])).all()  # the lagged first frame too
+            assert (video(clip) == video(clip[:, -1:])).all()
             assert (video(ref[:, 0, 0, 0]) == video(clip[:, -1])).all()
             seen_clamped |= bool(((ref[:, 0, 0, 0] * 255).round() == 20).any())
     assert seen_clamped  # a gap of up to 30 reaches the start of the second video
