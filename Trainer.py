@@ -34,7 +34,7 @@ from cuda_graphs import GraphedClipLoss, rollout_step
 from dataloader import ClipSampler, DatasetError, Dataset_Dance
 from ema import EMA
 from metrics import copy_first_frame_psnr, psnr_per_frame, region_scores, sample_summary, ssim
-from modules import Generator
+from modules.heads import HEADS
 from model import ARCH_FLAGS, PRIORS, VAE_Model, autocast, saved_arch
 from schedules import kl_annealing, lr_at, next_tfr, normalize_kl_type, use_teacher_forcing
 
@@ -44,15 +44,15 @@ DEFAULT_DR = "data/synthetic"
 # them is in the README ("Getting good results").
 PRESETS = {
     "course": {},
-    # The study's recipe: the frame is the previous one warped by a predicted flow, trained on its own
-    # (detached) predictions over 16-frame clips, beta = 1 from a zero posterior, constant lr, an
-    # EMA of the weights validated and saved, and flows under 0.05 pixels ignored in rollouts.
-    "recommended": dict(batch_size=8, milestones=[], kl_anneal_type="None", output_activation="warp",
+    # The study's recipe: the dancer rendered from x_0 moved by the pose (anchors drawn up to 128 frames
+    # before the clip), trained on its own (detached) predictions over 16-frame clips, beta = 1 from a zero
+    # posterior, constant lr, an EMA of the weights validated and saved, flows under 0.05 pixels ignored in rollouts.
+    "recommended": dict(batch_size=8, milestones=[], kl_anneal_type="None", output_activation="pose_shift", reference_gap=128,
                         tfr=0.0, tfr_sde=0, tfr_d_step=0.0, detach_prev=True, zero_init_posterior=True, ema=0.99,
                         flow_deadzone=0.05, amp=True, num_epoch=40, per_save=10, gif_every=10),
     # The same recipe at CPU size: a narrow model, 4 short epochs on 2 cores.
     "quick": dict(F_dim=32, L_dim=16, N_dim=8, D_out_dim=64, batch_size=2, num_epoch=4, train_vi_len=16,
-                  partial=0.5, per_save=1, milestones=[], kl_anneal_type="None", output_activation="warp",
+                  partial=0.5, per_save=1, milestones=[], kl_anneal_type="None", output_activation="pose_shift", reference_gap=128,
                   tfr=0.0, tfr_sde=0, tfr_d_step=0.0, detach_prev=True, zero_init_posterior=True, ema=0.99,
                   flow_deadzone=0.05),
 }
@@ -112,7 +112,7 @@ def build_parser():
     # beyond the course
     a("--preset", default="course", choices=sorted(PRESETS), help="a set of defaults (see README)")
     a("--seed", type=int, default=1)
-    a("--output_activation", default="sigmoid", choices=Generator.ACTIVATIONS,
+    a("--output_activation", default="sigmoid", choices=tuple(HEADS),
       help="'none' reproduces the course model (pixels may leave [0,1]); 'warp' moves the previous frame's "
            "pixels by a predicted flow; 'pose_shift' renders the dancer from the first frame moved by the pose")
     a("--prior", default="fixed", choices=PRIORS,

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from modules.heads import PoseShiftHead, translate
+from modules.heads import head_class
 from modules import (Decoder_Fusion, Gaussian_Predictor, Generator, Label_Encoder, RGB_Encoder,
                      check_dims, reparameterize)
 
@@ -45,12 +45,11 @@ class VAE_Model(nn.Module):
         self.frame_transformation = RGB_Encoder(3, F_dim)
         self.label_transformation = Label_Encoder(3, L_dim)
         self.Gaussian_Predictor = Gaussian_Predictor(F_dim + L_dim, N_dim)
-        pose_shift = output_activation == "pose_shift"
-        self.Decoder_Fusion = Decoder_Fusion(F_dim + L_dim + N_dim + F_dim * pose_shift, D_out_dim)
-        self.Generator = Generator(D_out_dim, 3, output_activation, flow_deadzone)
-        self.head = PoseShiftHead() if pose_shift else None
-        if self.head is not None:
-            self.head.init_last_conv(self.Generator[-1])
+        head = head_class(output_activation)
+        self.Decoder_Fusion = Decoder_Fusion(F_dim + L_dim + N_dim + head.extra_channels(F_dim), D_out_dim)
+        self.Generator = Generator(D_out_dim, head.channels, output_activation)
+        self.head = head(flow_deadzone)  # after the Generator: the parameter order of existing checkpoints
+        self.head.init_last_conv(self.Generator[-1])
         if zero_init_posterior:  # mu = logvar = 0 at start: KL starts at 0 instead of thousands
             nn.init.zeros_(self.Gaussian_Predictor[-1].weight)
             nn.init.zeros_(self.Gaussian_Predictor[-1].bias)
@@ -88,22 +87,19 @@ class VAE_Model(nn.Module):
         return torch.cat([first_frame, first_label], 1)
 
     def reference(self, anchor, first_feat=None):
-        """(x_0, its features, p_0) for pose_shift, else None. first_feat: the features of x_0 if already computed."""
-        if self.head is None:
+        """(x_0, its features, p_0) for a head that reads the anchor, else None. first_feat: the features of x_0
+        if already computed."""
+        if not self.head.reads_anchor:
             return None
         frame = anchor[:, :3]
         feat = self.frame_transformation(frame) if first_feat is None else first_feat
         return frame, feat, anchor[:, 3:6]
 
     def decode(self, prev_frame, prev_feat, label_feat, z, reference=None, label=None):
-        """x̂_t from the previous frame (its pixels matter only to the warp heads) and, for pose_shift, the
-        reference from self.reference() and the pose label p_t itself (where each part is now)."""
-        if self.head is not None:  # x_0's features moved to where the pose puts the dancer now
-            ref_frame, ref_feat, ref_label = reference
-            shifts = self.head.shifts(ref_label, label)
-            out = self.Generator(self.Decoder_Fusion(prev_feat, label_feat, z, translate(ref_feat, shifts[:, 0])))
-            return self.head(out, prev_frame, ref_frame, shifts, self.Generator.flow)
-        return self.Generator(self.Decoder_Fusion(prev_feat, label_feat, z), prev_frame)
+        """x̂_t from the previous frame (its pixels matter only to heads that move them) and, for a head that
+        reads the anchor, the reference from self.reference() and the pose label p_t itself."""
+        step, extra = self.head.read(reference, label)
+        return self.head(self.Generator(self.Decoder_Fusion(prev_feat, label_feat, z, *extra)), prev_frame, step)
 
     # -- training ---------------------------------------------------------------------------
 
@@ -120,7 +116,7 @@ class VAE_Model(nn.Module):
         per_frame=True runs the course's frame-by-frame loop (Label_Encoder's BatchNorm sees B
         samples); False batches everything that does not depend on predictions over time (B*T).
         eps: optional reparameterisation noise [B,T-1,N,H,W]. reference_frame: the anchor (see anchor())
-        that pose_shift reads (default: that of img[:, 0], label[:, 0]). Returns (loss, mse, kl, predictions).
+        that a head reads (default: that of img[:, 0], label[:, 0]). Returns (loss, mse, kl, predictions).
         """
         B, T = img.shape[:2]
         if eps is None:
@@ -215,7 +211,7 @@ class VAE_Model(nn.Module):
 
     def rollout_chunk(self, prev, labels, z, anchor, next_frame=None):
         """n frames after prev [B,3,H,W], given their poses labels [B,n,3,H,W], noise z [>=n,B,N,H,W]
-        and the rollout's anchor (see anchor(); read by pose_shift only). The pose features of the chunk come from
+        and the rollout's anchor (see anchor(); read by a head that reads it). The pose features of the chunk come from
         one batched call; the frames from a sequential chain of next_frame (default self.next_frame;
         cuda_graphs may pass a compiled one)."""
         next_frame = next_frame or self.next_frame

@@ -4,7 +4,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .heads import PoseShiftHead, warp_by_flow as warp
 from .layers import DepthConvBlock, ResidualBlock
 
 
@@ -86,55 +85,22 @@ class Decoder_Fusion(nn.Sequential):
 
 
 class Generator(nn.Sequential):
-    """Decoder features -> RGB frame. output_activation:
-    'sigmoid'  pixels in [0,1] (default for new runs);
-    'none'     the course model, whose pixels may leave [0,1];
-    'warp'     x_{t-1} warped by a predicted flow field (the last conv gives 2 channels, in pixels, and starts
-               at zero, so an untrained model copies the previous frame). Moving the dancer's pixels is far
-               easier to learn than redrawing them, and the background never fades (README, "Getting good
-               results").
-    flow_deadzone (warp heads, eval mode only): flow components under this many pixels are set to zero, so the
-    sub-pixel noise of a static background does not blur it a little at every rollout step. Training
-    keeps every flow: under a dead zone the zero-initialised head would get no gradient."""
+    """Decoder features -> the `channels` raw outputs that the output head (modules/heads.py) turns into a frame.
+    head_name: the head's --output_activation, for the marker buffer (none for the course's head)."""
 
-    ACTIVATIONS = ("sigmoid", "none", "warp", "pose_shift")
-    CHANNELS = {"warp": 2, "pose_shift": PoseShiftHead.channels(5)}
-
-    def __init__(self, input_nc, output_nc, output_activation="sigmoid", flow_deadzone=0.0):
-        if output_activation not in self.ACTIVATIONS:
-            raise ValueError(f"--output_activation must be one of {self.ACTIVATIONS}, got {output_activation!r}")
+    def __init__(self, input_nc, channels, head_name="none"):
         d = input_nc
         super().__init__(
             DepthConvBlock(d, d), ResidualBlock(d, d // 2),
             DepthConvBlock(d // 2, d // 2), ResidualBlock(d // 2, d // 4),
             DepthConvBlock(d // 4, d // 4), ResidualBlock(d // 4, d // 8),
             DepthConvBlock(d // 8, d // 8),
-            nn.Conv2d(d // 8, self.CHANNELS.get(output_activation, output_nc), kernel_size=1),
+            nn.Conv2d(d // 8, channels, kernel_size=1),
         )
-        self.output_activation, self.flow_deadzone = output_activation, flow_deadzone
-        if output_activation != "none":  # a strict load_state_dict in course code refuses it, by this name
-            self.register_buffer(self.marker_name(output_activation), torch.zeros(()))
-        if output_activation == "warp":
-            nn.init.zeros_(self[-1].weight)
-            nn.init.zeros_(self[-1].bias)
+        if head_name != "none":  # a strict load_state_dict in course code refuses it, by this name
+            self.register_buffer(self.marker_name(head_name), torch.zeros(()))
 
     @staticmethod
-    def marker_name(output_activation):
+    def marker_name(head_name):
         """The buffer that makes course code refuse a head it cannot run (its keys and shapes may be the course's)."""
-        return f"output_activation_{output_activation}_is_not_the_course_model"
-
-    def forward(self, x, prev_frame=None):
-        """pose_shift: the raw output (VAE_Model's head mixes it)."""
-        out = super().forward(x)
-        if self.output_activation == "sigmoid":
-            return torch.sigmoid(out)
-        # warp in fp32 even under --amp: bf16 would blur the copied frame a little at every step
-        if self.output_activation == "warp":
-            return warp(prev_frame.float(), self.flow(out[:, :2]))
-        return out
-
-    def flow(self, out):
-        flow = out.float()
-        if self.flow_deadzone > 0 and not self.training:
-            flow = flow * (flow.abs() > self.flow_deadzone)
-        return flow
+        return f"output_activation_{head_name}_is_not_the_course_model"

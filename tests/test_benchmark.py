@@ -50,7 +50,7 @@ def test_benchmark_takes_presets_and_refuses_flags_a_checkpoint_contradicts(trai
     import checkpoint
     data, ckpt = trained
     quick = bench.parse_args(["--preset", "quick", "--steps", "1"])
-    assert (quick.F_dim, quick.output_activation, quick.steps) == (32, "warp", 1)
+    assert (quick.F_dim, quick.output_activation, quick.steps) == (32, "pose_shift", 1)
     assert bench.parse_args(["--preset", "quick", "--F_dim", "8"]).F_dim == 8  # typed flags win
     with pytest.raises(checkpoint.CheckpointError, match="--F_dim 16 differs"):
         bench.main(["--DR", str(data), "--ckpt_path", str(ckpt), "--F_dim", "16", "--device", "cpu"])

@@ -51,7 +51,7 @@ def test_shapes_of_every_module(dims):
     assert z.shape == mu.shape == logvar.shape == (3, N, 32, 64)
     h = m.Decoder_Fusion(f, l, z)
     assert h.shape == (3, D, 32, 64)
-    out = m.Generator(h)
+    out = m.head(m.Generator(h), x)
     assert out.shape == (3, 3, 32, 64)
     assert out.min() >= 0 and out.max() <= 1  # sigmoid output
 
@@ -132,7 +132,7 @@ def test_pose_shift_decoder_reads_the_first_frame_and_others_ignore_it():
 
 
 def test_warp_is_the_identity_at_zero_flow_and_shifts_by_whole_pixels():
-    from modules.modules import warp
+    from modules.heads import warp_by_flow as warp
     x = torch.rand(2, 3, 8, 16)
     assert torch.allclose(warp(x, torch.zeros(2, 2, 8, 16)), x, atol=1e-5)
     flow = torch.zeros(2, 2, 8, 16)

@@ -122,15 +122,16 @@ def test_learned_prior_trains_end_to_end_and_the_tester_uses_it(tiny_data, tmp_p
 
 def test_quick_recipe_trains_a_warp_model_that_the_tester_rolls_out(tiny_data, tmp_path):
     ckpt, model, arch = train_then_test(tiny_data, tmp_path, "--preset", "quick", "--num_epoch", "1", "--partial", "1")
-    assert ckpt["args"]["output_activation"] == "warp" and ckpt["args"]["detach_prev"] is True
+    assert ckpt["args"]["output_activation"] == "pose_shift" and ckpt["args"]["detach_prev"] is True
+    assert ckpt["args"]["reference_gap"] == 128
     assert ckpt["args"]["ema"] == 0.99 and "train_state_dict" in ckpt  # the Tester rolled out the average
-    assert ckpt["state_dict"]["Generator.7.weight"].shape[0] == 2 and ckpt["state_dict"]["Generator.7.weight"].abs().sum() > 0
-    assert arch.output_activation == "warp" and model.Generator.output_activation == "warp"
-    assert model.Generator.flow_deadzone == Trainer.PRESETS["quick"]["flow_deadzone"] > 0  # from the checkpoint
+    assert ckpt["state_dict"]["Generator.7.weight"].shape[0] == 12 and ckpt["state_dict"]["Generator.7.weight"].abs().sum() > 0
+    assert arch.output_activation == "pose_shift" and model.head.name == "pose_shift"
+    assert model.head.flow_deadzone == Trainer.PRESETS["quick"]["flow_deadzone"] > 0  # from the checkpoint
     import Tester
     path = str(tmp_path / "run" / "last.ckpt")
     other, _ = Tester.load_model(Tester.parse_args(["--ckpt_path", path, "--device", "cpu", "--flow_deadzone", "0"]))
-    assert other.Generator.flow_deadzone == 0
+    assert other.head.flow_deadzone == 0
 
 
 def test_untrained_warp_models_copy_the_previous_frame(tolerance=1e-5):  # float rounding in grid_sample
@@ -142,17 +143,16 @@ def test_untrained_warp_models_copy_the_previous_frame(tolerance=1e-5):  # float
 
 
 def test_flow_deadzone_zeroes_small_flows_in_eval_mode_only():
-    from modules.modules import Generator, warp
-    gen = Generator(8, 3, "warp", flow_deadzone=0.1)
-    with torch.no_grad():
-        gen[-1].bias.copy_(torch.tensor([0.05, 0.3]))  # the head outputs a constant flow (0.05, 0.3) pixels
-    x, prev = torch.rand(2, 8, 6, 10), torch.rand(2, 3, 6, 10)
+    from modules.heads import WarpHead, warp_by_flow as warp
+    head = WarpHead(flow_deadzone=0.1)
+    prev = torch.rand(2, 3, 6, 10)
     flow = lambda fx, fy: torch.tensor([fx, fy]).view(1, 2, 1, 1).expand(2, 2, 6, 10)  # noqa: E731
-    gen.train()
-    assert torch.allclose(gen(x, prev), warp(prev, flow(0.05, 0.3)), atol=1e-6)
-    gen.eval()
-    assert torch.allclose(gen(x, prev), warp(prev, flow(0.0, 0.3)), atol=1e-6)
-    assert not torch.allclose(gen(x, prev), warp(prev, flow(0.05, 0.3)), atol=1e-4)
+    x = flow(0.05, 0.3)  # the last conv outputs a constant flow (0.05, 0.3) pixels
+    head.train()
+    assert torch.allclose(head(x, prev), warp(prev, flow(0.05, 0.3)), atol=1e-6)
+    head.eval()
+    assert torch.allclose(head(x, prev), warp(prev, flow(0.0, 0.3)), atol=1e-6)
+    assert not torch.allclose(head(x, prev), warp(prev, flow(0.05, 0.3)), atol=1e-4)
 
 
 def test_warp_model_learns_to_move_a_square_better_than_copying():
@@ -172,11 +172,11 @@ def test_warp_model_learns_to_move_a_square_better_than_copying():
     assert mse.item() < 0.5 * copy.item()
 
 
-def test_quick_and_recommended_presets_train_the_warp_recipe(capsys):
+def test_quick_and_recommended_presets_train_the_pose_shift_recipe(capsys):
     for name in ("quick", "recommended"):
         a = Trainer.parse_args(["--preset", name])
-        assert (a.output_activation, a.tfr, a.tfr_d_step, a.detach_prev, a.kl_anneal_type, a.milestones, a.ema) == \
-            ("warp", 0.0, 0.0, True, "None", [], 0.99)
+        assert (a.output_activation, a.reference_gap, a.tfr, a.tfr_d_step, a.detach_prev, a.kl_anneal_type,
+                a.milestones, a.ema) == ("pose_shift", 128, 0.0, 0.0, True, "None", [], 0.99)
         assert a.flow_deadzone == 0.05
     q, r = Trainer.parse_args(["--preset", "quick"]), Trainer.parse_args(["--preset", "recommended"])
     assert (q.F_dim, q.L_dim, q.N_dim, q.D_out_dim, q.batch_size, q.num_epoch, q.train_vi_len, q.partial) == \
