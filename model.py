@@ -9,15 +9,7 @@ from modules.heads import head_class
 from modules import (Decoder_Fusion, Gaussian_Predictor, Generator, Label_Encoder, RGB_Encoder,
                      check_dims, reparameterize)
 
-ARCH_FLAGS = ("F_dim", "L_dim", "N_dim", "D_out_dim", "output_activation", "prior", "frame_H", "frame_W")
-NEWER_ARCH_FLAGS = {}  # added after checkpoints existed: what one without the key means
 PRIORS = ("fixed", "learned")
-
-
-def saved_arch(saved_args, flag):
-    """An architecture flag from a checkpoint's saved args: for a newer flag that an older checkpoint
-    lacks, what that absence means; for any other missing flag, None."""
-    return saved_args.get(flag, NEWER_ARCH_FLAGS.get(flag))
 
 
 def autocast(device, enabled):

@@ -2,7 +2,6 @@
 checkpoint's keys (frame_transformation.0.conv1.weight, ...) load unchanged."""
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .layers import DepthConvBlock, ResidualBlock
 

@@ -71,7 +71,7 @@ def save_like_the_trainer(path, activation, trained_steps=0, epoch=3):
         optimizer.zero_grad()
         model.clip_loss(img, label, 1.0, True)[0].backward()
         optimizer.step()
-    checkpoint.save_atomic(Trainer.checkpoint_state(model, optimizer, args, Trainer.new_run(args), epoch), path)
+    checkpoint.save_atomic(Trainer.checkpoint_state(model, optimizer, args, Trainer.RunState.new(args), epoch), path)
     return model
 
 

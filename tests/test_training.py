@@ -418,13 +418,13 @@ def test_a_resume_into_a_new_folder_writes_its_own_best(tiny_data, tmp_path):
 
 def test_best_is_chosen_by_the_region_score_not_the_full_frame():
     """Epoch 1's empty room beats epoch 0 on the full frame (background) but loses on the dancer: epoch 0 stays best."""
-    run = Trainer.new_run(Trainer.parse_args([]))
+    run = Trainer.RunState.new(Trainer.parse_args([]))
     epochs = [{"val_psnr": 24.0, "val_region_psnr": 18.0}, {"val_psnr": 26.0, "val_region_psnr": 12.0},
               {"val_psnr": 23.0, "val_region_psnr": 19.0}]
     chosen = [Trainer.new_best(run, e["val_region_psnr"], best_exists=i > 0) for i, e in enumerate(epochs)]
-    assert chosen == [True, False, True] and run["best_region_psnr"] == 19.0
+    assert chosen == [True, False, True] and run.best_region_psnr == 19.0
     assert Trainer.new_best(run, 5.0, best_exists=False)  # a folder without best.ckpt gets one, whatever the score
-    assert run["best_region_psnr"] == 5.0
+    assert run.best_region_psnr == 5.0
 
 
 def test_resuming_a_run_from_before_the_region_score(tiny_data, tmp_path, capsys):
