@@ -7,7 +7,6 @@
 """
 import argparse
 import contextlib
-import csv
 import itertools
 import math
 import signal
@@ -22,21 +21,17 @@ from tqdm import tqdm
 
 import checkpoint
 import distributed
-import media
 import plotting
 import runs
-from config import DEFAULT_DR, PRESETS, no_effect_note, parse_args, resolve_checkpoint  # noqa: F401 (PRESETS: tests)
+from config import DEFAULT_DR, no_effect_note, parse_args, resolve_checkpoint
 from cuda_graphs import GraphedClipLoss, rollout_step
 from dataloader import ClipSampler, DatasetError, Dataset_Dance
 from ema import EMA
 from model import VAE_Model, autocast
-from runs import RunState, checkpoint_state  # noqa: F401 (checkpoint_state: tests)
+from runs import RunState, append_history, checkpoint_state
 from schedules import lr_at, next_tfr, use_teacher_forcing
 from validation import Plotter, plot_epoch, region_text, save_validation_media, validate
 
-HISTORY_FIELDS = ["epoch", "train_loss", "train_mse", "train_kl", "beta", "tfr", "lr", "bad_steps",
-                  "val_mse", "val_psnr", "copy_psnr", "val_ssim", "val_psnr_best", "val_ssim_best", "seconds", "minutes",
-                  "val_region_psnr", "copy_region_psnr", "val_region_ssim"]  # val_region_psnr chooses best.ckpt
 VAL_SCORES = ("val_mse", "val_psnr", "copy_psnr", "val_ssim", "val_psnr_best", "val_ssim_best", "val_region_psnr",
               "copy_region_psnr", "val_region_ssim")
 
@@ -89,7 +84,7 @@ def train(args, ctx):
     if args.channels_last and ctx.device.type == "cuda":
         model.to(memory_format=torch.channels_last)
     model, net = distributed.wrap(model, ctx, args.sync_bn)
-    optimizer = make_optimizer(model, args, ctx.device)
+    optimizer = runs.make_optimizer(model, args, ctx.device)
     state, start_epoch = runs.restore(model, optimizer, ckpt, args, log) if ckpt else (RunState.new(args), 0)
     t = Training(args, model, optimizer, state, val_set, ctx=ctx, net=net, log=log, started=started)
     add_extras(t, ckpt)
@@ -271,30 +266,6 @@ def new_best(state, score, best_exists):
     if is_best:
         state.best_region_psnr = score
     return is_best
-
-
-def append_history(path, row):
-    if path.exists():
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            old_rows = list(reader) if reader.fieldnames != HISTORY_FIELDS else None
-        if old_rows is not None:  # written by an older version: rewrite it under today's columns
-            with media.atomic(path) as tmp, open(tmp, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS, restval="", extrasaction="ignore")
-                writer.writeheader()
-                writer.writerows(old_rows)
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-
-
-def make_optimizer(model, args, device):
-    kind = torch.optim.AdamW if args.optim == "AdamW" else torch.optim.Adam
-    fused = torch.device(device).type == "cuda"
-    return kind(model.parameters(), lr=args.lr, fused=fused or None)
 
 
 def ensure_default_dataset(args):

@@ -1,6 +1,7 @@
 """A run's folder and its state across epochs: where it writes (never into another run's folder, one
 Trainer at a time), what a checkpoint holds besides the weights, and how a resume restores it."""
 import contextlib
+import csv
 import json
 import math
 from dataclasses import dataclass
@@ -16,7 +17,12 @@ except ImportError:  # Windows: no lock
     fcntl = None
 
 import checkpoint
+import media
 from schedules import kl_annealing
+
+HISTORY_FIELDS = ["epoch", "train_loss", "train_mse", "train_kl", "beta", "tfr", "lr", "bad_steps",
+                  "val_mse", "val_psnr", "copy_psnr", "val_ssim", "val_psnr_best", "val_ssim_best", "seconds", "minutes",
+                  "val_region_psnr", "copy_region_psnr", "val_region_ssim"]  # val_region_psnr chooses best.ckpt
 
 
 @dataclass
@@ -167,3 +173,27 @@ def write_args(args, save_root, world):
     with open(save_root / "args.json", "w") as f:
         json.dump({**{k: v for k, v in vars(args).items() if k != "explicit"}, "world_size": world,
                    "torch_version": str(torch.__version__), "git_commit": checkpoint.git_commit()}, f, indent=2)
+
+
+def append_history(path, row):
+    if path.exists():
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            old_rows = list(reader) if reader.fieldnames != HISTORY_FIELDS else None
+        if old_rows is not None:  # written by an older version: rewrite it under today's columns
+            with media.atomic(path) as tmp, open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS, restval="", extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(old_rows)
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def make_optimizer(model, args, device):
+    kind = torch.optim.AdamW if args.optim == "AdamW" else torch.optim.Adam
+    fused = torch.device(device).type == "cuda"
+    return kind(model.parameters(), lr=args.lr, fused=fused or None)

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import checkpoint
+import runs
 import Trainer
 from conftest import TINY, make_dataset
 from dataloader import DatasetError, Dataset_Dance
@@ -62,7 +63,7 @@ def save_like_the_trainer(path, activation, trained_steps=0, epoch=3):
     """A checkpoint as Trainer.save_epoch writes it, after a few Adam steps at the epoch's lr."""
     args = Trainer.parse_args([*TINY, "--output_activation", activation, "--device", "cpu"])
     model = VAE_Model.from_args(args)
-    optimizer = Trainer.make_optimizer(model, args, "cpu")
+    optimizer = runs.make_optimizer(model, args, "cpu")
     for group in optimizer.param_groups:
         group["lr"] = lr_at(args.lr, args.gamma, args.milestones, epoch)
     g = torch.Generator().manual_seed(0)
@@ -71,7 +72,7 @@ def save_like_the_trainer(path, activation, trained_steps=0, epoch=3):
         optimizer.zero_grad()
         model.clip_loss(img, label, 1.0, True)[0].backward()
         optimizer.step()
-    checkpoint.save_atomic(Trainer.checkpoint_state(model, optimizer, args, Trainer.RunState.new(args), epoch), path)
+    checkpoint.save_atomic(runs.checkpoint_state(model, optimizer, args, runs.RunState.new(args), epoch), path)
     return model
 
 

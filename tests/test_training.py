@@ -8,6 +8,8 @@ import pytest
 import torch
 
 import checkpoint
+import config
+import runs
 import Trainer
 from conftest import TINY, moving_square
 from model import VAE_Model
@@ -127,7 +129,7 @@ def test_quick_recipe_trains_a_warp_model_that_the_tester_rolls_out(tiny_data, t
     assert ckpt["args"]["ema"] == 0.99 and "train_state_dict" in ckpt  # the Tester rolled out the average
     assert ckpt["state_dict"]["Generator.7.weight"].shape[0] == 12 and ckpt["state_dict"]["Generator.7.weight"].abs().sum() > 0
     assert arch.output_activation == "pose_shift" and model.head.name == "pose_shift"
-    assert model.head.flow_deadzone == Trainer.PRESETS["quick"]["flow_deadzone"] > 0  # from the checkpoint
+    assert model.head.flow_deadzone == config.PRESETS["quick"]["flow_deadzone"] > 0  # from the checkpoint
     import Tester
     path = str(tmp_path / "run" / "last.ckpt")
     other, _ = Tester.load_model(Tester.parse_args(["--ckpt_path", path, "--device", "cpu", "--flow_deadzone", "0"]))
@@ -319,7 +321,7 @@ def test_course_flags_and_defaults():
         assert Trainer.parse_args(["--kl_anneal_type", spelling]).kl_anneal_type == "None"
     assert Trainer.parse_args(["--no_sanity"]).no_sanity  # a course flag, accepted
     q = Trainer.parse_args(["--preset", "quick", "--batch_size", "2"])
-    assert q.batch_size == 2 and q.F_dim == Trainer.PRESETS["quick"]["F_dim"]
+    assert q.batch_size == 2 and q.F_dim == config.PRESETS["quick"]["F_dim"]
 
 
 # -- the program ----------------------------------------------------------------------------
@@ -333,7 +335,7 @@ def test_end_to_end_writes_every_output(tiny_data, tmp_path, capsys):
                  "contact_sheet_epoch=0.png", "contact_sheet_epoch=1.png"):
         assert (out / name).is_file(), name
     rows = (out / "history.csv").read_text().splitlines()
-    assert rows[0].split(",") == Trainer.HISTORY_FIELDS and len(rows) == 3
+    assert rows[0].split(",") == runs.HISTORY_FIELDS and len(rows) == 3
     for row in csv.DictReader(open(out / "history.csv")):  # the pose-region scores, finite on every epoch
         region = [float(row[k]) for k in ("val_region_psnr", "copy_region_psnr", "val_region_ssim")]
         assert all(math.isfinite(v) for v in region) and -1 <= region[2] <= 1
@@ -360,7 +362,7 @@ def test_resume_is_bit_exact(tiny_data, tmp_path, ema):
     assert a["tfr"] == b["tfr"] and a["kl_anneal"] == b["kl_anneal"] and a.get("ema_updates") == b.get("ema_updates")
     history_a = (tmp_path / "a" / "history.csv").read_text().splitlines()
     history_b = (tmp_path / "b" / "history.csv").read_text().splitlines()
-    strip_seconds = lambda rows: [[v for k, v in zip(Trainer.HISTORY_FIELDS, r.split(",")) if k not in ("seconds", "minutes")]
+    strip_seconds = lambda rows: [[v for k, v in zip(runs.HISTORY_FIELDS, r.split(",")) if k not in ("seconds", "minutes")]
                                   for r in rows]  # noqa: E731
     assert strip_seconds(history_a) == strip_seconds(history_b)
 
@@ -418,7 +420,7 @@ def test_a_resume_into_a_new_folder_writes_its_own_best(tiny_data, tmp_path):
 
 def test_best_is_chosen_by_the_region_score_not_the_full_frame():
     """Epoch 1's empty room beats epoch 0 on the full frame (background) but loses on the dancer: epoch 0 stays best."""
-    run = Trainer.RunState.new(Trainer.parse_args([]))
+    run = runs.RunState.new(Trainer.parse_args([]))
     epochs = [{"val_psnr": 24.0, "val_region_psnr": 18.0}, {"val_psnr": 26.0, "val_region_psnr": 12.0},
               {"val_psnr": 23.0, "val_region_psnr": 19.0}]
     chosen = [Trainer.new_best(run, e["val_region_psnr"], best_exists=i > 0) for i, e in enumerate(epochs)]
@@ -436,7 +438,7 @@ def test_resuming_a_run_from_before_the_region_score(tiny_data, tmp_path, capsys
     del old["best_region_psnr"]
     torch.save(old, tmp_path / "a" / "last.ckpt")
     history = tmp_path / "a" / "history.csv"
-    old_fields = Trainer.HISTORY_FIELDS[:Trainer.HISTORY_FIELDS.index("minutes") + 1]
+    old_fields = runs.HISTORY_FIELDS[:runs.HISTORY_FIELDS.index("minutes") + 1]
     rows = list(csv.DictReader(open(history)))
     with open(history, "w", newline="") as f:  # as an older version wrote it
         writer = csv.DictWriter(f, fieldnames=old_fields, extrasaction="ignore")
@@ -447,7 +449,7 @@ def test_resuming_a_run_from_before_the_region_score(tiny_data, tmp_path, capsys
     best = checkpoint.load(tmp_path / "a" / "best.ckpt")
     assert best["epoch"] == 1 and math.isfinite(best["best_region_psnr"])
     rows = list(csv.DictReader(open(history)))
-    assert list(rows[0]) == Trainer.HISTORY_FIELDS and rows[0]["val_region_psnr"] == ""
+    assert list(rows[0]) == runs.HISTORY_FIELDS and rows[0]["val_region_psnr"] == ""
     assert float(rows[1]["val_region_psnr"]) == pytest.approx(best["best_region_psnr"], abs=1e-4)
 
 def test_changed_kl_flags_start_a_new_stage(tiny_data, tmp_path, capsys):
@@ -491,8 +493,8 @@ def test_non_finite_steps_are_skipped_counted_and_stop_the_run(tiny_data, tmp_pa
     out = tmp_path / "r"
     Trainer.main(run_args(tiny_data, out, "--num_epoch", "1"))
     row = (out / "history.csv").read_text().splitlines()[1].split(",")
-    assert row[Trainer.HISTORY_FIELDS.index("bad_steps")] == "2"
-    assert math.isfinite(float(row[Trainer.HISTORY_FIELDS.index("train_loss")]))
+    assert row[runs.HISTORY_FIELDS.index("bad_steps")] == "2"
+    assert math.isfinite(float(row[runs.HISTORY_FIELDS.index("train_loss")]))
     before = torch.load(out / "last.ckpt", weights_only=True)["state_dict"]
     calls["n"], poisoned = 0, set(range(1, 100))
     with pytest.raises(FloatingPointError, match="3 non-finite losses or gradients in a row"):
@@ -613,10 +615,10 @@ def test_counts_below_one_are_refused(flag, capsys):
 def test_history_of_an_older_version_is_rewritten_under_the_new_columns(tmp_path):
     path = tmp_path / "history.csv"
     path.write_text("epoch,train_loss,seconds\n0,1.5,3.0\n")
-    Trainer.append_history(path, {k: 1 for k in Trainer.HISTORY_FIELDS})
+    runs.append_history(path, {k: 1 for k in runs.HISTORY_FIELDS})
     import csv
     rows = list(csv.DictReader(open(path)))
-    assert list(rows[0].keys()) == Trainer.HISTORY_FIELDS
+    assert list(rows[0].keys()) == runs.HISTORY_FIELDS
     assert rows[0]["train_loss"] == "1.5" and rows[0]["seconds"] == "3.0" and rows[0]["val_ssim"] == ""
     assert rows[1]["val_ssim"] == "1"
 
@@ -797,8 +799,8 @@ def test_clips_and_references_stay_inside_their_video():
 
 def test_compare_plot_takes_histories_from_before_and_after_the_region_columns(tmp_path):
     import plotting
-    old_fields = Trainer.HISTORY_FIELDS[:Trainer.HISTORY_FIELDS.index("minutes") + 1]
-    for name, fields in (("old", old_fields), ("new", Trainer.HISTORY_FIELDS)):
+    old_fields = runs.HISTORY_FIELDS[:runs.HISTORY_FIELDS.index("minutes") + 1]
+    for name, fields in (("old", old_fields), ("new", runs.HISTORY_FIELDS)):
         with open(tmp_path / f"{name}.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=fields)
             writer.writeheader()
