@@ -55,7 +55,7 @@ def parse_args(argv=None):
     a("--cuda_graph", action=argparse.BooleanOptionalAction, default=True,
       help="replay the rollout as a captured CUDA graph (CUDA only)")
     a("--flow_deadzone", type=float, default=None, metavar="PIXELS",
-      help="warp models: zero flow components under PIXELS (default: the checkpoint's --flow_deadzone)")
+      help="heads with a flow: zero flow components under PIXELS (default: the checkpoint's --flow_deadzone)")
     a("--compile", action="store_true", help="torch.compile the frame step before capturing the graph (CUDA "
       "only): a faster rollout (0.59 s instead of 1.0 s for 5 x 630 frames on an H200), but compiling takes 10-18 s")
     # only for course checkpoints, which carry no architecture; a Trainer checkpoint's own args win

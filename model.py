@@ -182,9 +182,9 @@ class VAE_Model(nn.Module):
         prev, anchor = first_frame, self.anchor(first_frame, labels[:, 0])
         for start in range(1, T, noise.chunk):
             n = min(noise.chunk, T - start)
-            states = step(prev, labels[:, start:start + n], noise.next_chunk(), anchor)  # z of a full chunk
-            out[:, start:start + n] = states[:, :n]
-            prev = states[:, n - 1].clone()  # the step may overwrite its output buffer next call
+            frames = step(prev, labels[:, start:start + n], noise.next_chunk(), anchor)  # z of a full chunk
+            out[:, start:start + n] = frames[:, :n]
+            prev = frames[:, n - 1].clone()  # the step may overwrite its output buffer next call
             if on_chunk is not None:
                 on_chunk(start, out[:, start:start + n])
             if progress is not None:
