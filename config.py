@@ -170,13 +170,14 @@ def resolve_checkpoint(args, ckpt):
     --optim, which must agree. Returns a note for the log."""
     given = {flag: getattr(args, flag) for flag in (*checkpoint.ARCH_FLAGS, "optim") if flag in args.explicit}
     if "args" not in ckpt:  # a course checkpoint: weights only, the architecture from the flags
-        given.setdefault("output_activation", "none")
-        args.output_activation = given["output_activation"]
-        return (f"{args.ckpt_path} is a course checkpoint: loading its weights only "
+        args.output_activation = given.get("output_activation", "none")
+        note = (f"{args.ckpt_path} is a course checkpoint: loading its weights only "
                 f"(architecture from the flags, --output_activation {args.output_activation})")
-    checkpoint.architecture(ckpt, given, args.ckpt_path)  # refuses a typed flag the checkpoint contradicts
-    for key, value in ckpt["args"].items():
-        if key not in args.explicit and key not in PER_INVOCATION and hasattr(args, key):
-            setattr(args, key, value)
+    else:
+        checkpoint.architecture(ckpt, given, args.ckpt_path)  # refuses a typed flag the checkpoint contradicts
+        for key, value in ckpt["args"].items():
+            if key not in args.explicit and key not in PER_INVOCATION and hasattr(args, key):
+                setattr(args, key, value)
+        note = f"resuming {args.ckpt_path} after epoch {ckpt['epoch']}"
     unused = unused_head_flag(args)
-    return f"resuming {args.ckpt_path} after epoch {ckpt['epoch']}" + (f" (note: {unused})" if unused else "")
+    return note + (f" (note: {unused})" if unused else "")

@@ -67,3 +67,13 @@ def test_main_restores_the_signal_handlers_and_notes_course_flags_once(tiny_data
     finally:
         for s, h in saved.items():
             signal.signal(s, h)
+
+
+def test_a_resume_notes_a_head_flag_its_head_ignores():
+    """On a resume the checkpoint names the head: a typed flag it ignores gets a note; a preset's is dropped."""
+    args = config.parse_args(["--ckpt_path", "x.ckpt", "--reference_gap", "8"])
+    note = config.resolve_checkpoint(args, {"args": {"output_activation": "warp"}, "epoch": 3})
+    assert note == "resuming x.ckpt after epoch 3 (note: --reference_gap has no effect with --output_activation warp)"
+    course = config.parse_args(["--ckpt_path", "c.ckpt", "--preset", "quick"])
+    assert config.resolve_checkpoint(course, {"state_dict": {}}).endswith("--output_activation none)")
+    assert (course.output_activation, course.reference_gap, course.flow_deadzone) == ("none", 0, 0)
