@@ -22,10 +22,7 @@ import media  # noqa: E402
 from cuda_graphs import rollout_step  # noqa: E402
 from dataloader import DatasetError, Dataset_Dance, load_test_gt  # noqa: E402
 from metrics import copy_first_frame_psnr, psnr_per_frame, region_scores, sample_summary, ssim  # noqa: E402
-from model import ARCH_FLAGS, NEWER_ARCH_FLAGS, VAE_Model, autocast  # noqa: E402
-
-COURSE_ARCH = dict(F_dim=128, L_dim=32, N_dim=12, D_out_dim=192, output_activation="none", prior="fixed",
-                   frame_H=32, frame_W=64, reference_pose=False)
+from model import VAE_Model, autocast  # noqa: E402
 
 
 # the course Tester's flags (its Trainer's, plus --make_gif) that mean nothing here: accepted, noted once
@@ -58,13 +55,12 @@ def parse_args(argv=None):
     a("--cuda_graph", action=argparse.BooleanOptionalAction, default=True,
       help="replay the rollout as a captured CUDA graph (CUDA only)")
     a("--flow_deadzone", type=float, default=None, metavar="PIXELS",
-      help="warp models: zero flow components under PIXELS (default: the checkpoint's --flow_deadzone)")
+      help="heads with a flow: zero flow components under PIXELS (default: the checkpoint's --flow_deadzone)")
     a("--compile", action="store_true", help="torch.compile the frame step before capturing the graph (CUDA "
       "only): a faster rollout (0.59 s instead of 1.0 s for 5 x 630 frames on an H200), but compiling takes 10-18 s")
     # only for course checkpoints, which carry no architecture; a Trainer checkpoint's own args win
-    for flag in (f for f in ARCH_FLAGS if f not in NEWER_ARCH_FLAGS):  # course checkpoints predate those
-        a(f"--{flag}", default=None, type=str if flag in ("output_activation", "prior") else int,
-          help=f"course checkpoints only (default {COURSE_ARCH[flag]})")
+    for flag, default in checkpoint.COURSE_ARCH.items():
+        a(f"--{flag}", default=None, type=type(default), help=f"course checkpoints only (default {default})")
     for flag, kind in COURSE_ONLY.items():
         a(f"--{flag}", default=argparse.SUPPRESS, help="the course's; no effect here",
           **({"action": "store_true"} if kind is bool else {"type": kind}))
@@ -103,18 +99,10 @@ def claim_save_root(root, overwrite):
 
 def architecture(args, ckpt):
     """Architecture flags from the checkpoint's saved args, else from the command line / course defaults."""
-    saved = ckpt.get("args", {})
-    arch = {}
-    for flag in ARCH_FLAGS:
-        given = getattr(args, flag, None)
-        if flag in saved:
-            if given is not None and given != saved[flag]:
-                raise checkpoint.CheckpointError(f"--{flag} {given} differs from the checkpoint's {saved[flag]} "
-                                                 f"({args.ckpt_path}); drop --{flag}")
-            arch[flag] = saved[flag]
-        else:
-            arch[flag] = given if given is not None else COURSE_ARCH[flag]
-    arch["flow_deadzone"] = args.flow_deadzone if args.flow_deadzone is not None else saved.get("flow_deadzone", 0.0)
+    given = {flag: getattr(args, flag) for flag in checkpoint.ARCH_FLAGS if getattr(args, flag, None) is not None}
+    arch = checkpoint.architecture(ckpt, given, args.ckpt_path)
+    saved_deadzone = ckpt.get("args", {}).get("flow_deadzone", 0.0)
+    arch["flow_deadzone"] = args.flow_deadzone if args.flow_deadzone is not None else saved_deadzone
     return argparse.Namespace(**arch)
 
 

@@ -7,8 +7,26 @@ from pathlib import Path
 import torch
 
 
+# the flags that shape the model; a course checkpoint saves none: it was built with these
+COURSE_ARCH = dict(F_dim=128, L_dim=32, N_dim=12, D_out_dim=192, output_activation="none", prior="fixed",
+                   frame_H=32, frame_W=64)
+ARCH_FLAGS = tuple(COURSE_ARCH)
+
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message names the file."""
+
+
+def architecture(ckpt, given, path):
+    """The architecture flags {flag: value} of a loaded checkpoint: its saved args; for a flag it does not
+    save (a course checkpoint saves none), the one in `given` (the flags typed) or the course's. A flag in
+    `given` that the checkpoint saves otherwise is refused, by name."""
+    saved = ckpt.get("args", {})
+    for flag, value in given.items():
+        if saved.get(flag) is not None and value != saved[flag]:
+            raise CheckpointError(f"--{flag} {value} differs from the checkpoint's {saved[flag]} ({path}); "
+                                  f"drop --{flag} to use the checkpoint's")
+    return {flag: saved.get(flag, given.get(flag, default)) for flag, default in COURSE_ARCH.items()}
 
 
 def save_atomic(obj, path):
@@ -85,8 +103,8 @@ def flags_shaping(keys):
     modules = {key.split(".")[0] for key in keys}
     if modules <= {"Learned_Prior"}:
         return "--prior"
-    if modules <= {"Decoder_Fusion", "Generator"}:  # the output head, and what warp_ref's decoder reads
-        return "--output_activation/--reference_pose"
+    if modules <= {"Decoder_Fusion", "Generator", "head"}:  # the output head, and what pose_shift's decoder reads
+        return "--output_activation"
     return "--F_dim/--L_dim/--N_dim/--D_out_dim"
 
 

@@ -357,67 +357,51 @@ class ClipSampler:
     """Training clips gathered by indexing the decoded uint8 frames: no decoding, no workers.
     The order of each epoch is a permutation seeded by (seed, epoch), so a resume replays it."""
 
-    def __init__(self, dataset, device, stride=1):
+    def __init__(self, dataset, device):
         self.frames = torch.from_numpy(dataset.frames).to(device)
         self.labels = torch.from_numpy(dataset.labels).to(device)
-        self.video_len, self.stride = dataset.video_len, stride
+        self.video_len = dataset.video_len
         starts = torch.as_tensor(getattr(dataset, "video_starts", [0]))
         frame = torch.arange(len(self.frames))
         self.video_first = starts[torch.searchsorted(starts, frame, right=True) - 1]  # per frame: its video's first
 
     def clip_ids(self, partial):
-        """Clip c starts at frame c * video_len and takes every stride-th frame from there (the
-        course's clips when stride is 1); clips that would run past the frames used, or from one
-        video into the next (see Dataset_Dance.video_starts), are dropped."""
+        """Clip c is frames c * video_len .. (c + 1) * video_len - 1 (the course's clips); clips that would
+        run past the frames used, or from one video into the next (see Dataset_Dance.video_starts), are dropped."""
         used = int(len(self.frames) * partial)
         first = torch.arange(0, used, self.video_len)
-        last = first + self.stride * (self.video_len - 1)
+        last = first + self.video_len - 1
         first, last = first[last < used], last[last < used]
         return (first // self.video_len)[self.video_first[first] == self.video_first[last]]
 
     def num_clips(self, partial):
         return len(self.clip_ids(partial))
 
-    def epoch_batches(self, partial, batch_size, seed, epoch, rank=0, world=1, reference_gap=0, start_lag=0,
-                      reference_pose=False):
-        """Batches (img, label, reference) of `batch_size` clips for this rank. Every rank draws the same
+    def epoch_batches(self, partial, batch_size, seed, epoch, rank=0, world=1, reference_gap=0):
+        """Batches (img, label, anchor) of `batch_size` clips for this rank. Every rank draws the same
         permutation; global batch i is order[i*B*world:(i+1)*B*world] and rank r takes its r-th slice of B.
-        reference: None, or with reference_gap > 0 the frame 0..reference_gap frames (drawn per clip and
-        epoch) before each clip's first, clamped at its video's first frame: the x_0 that warp_ref reads
-        (with reference_pose, x_0 and its pose label, 6 channels: VAE_Model.anchor(); with reference_pose
-        and start_lag, the lagged start frame with its own label).
-        start_lag > 0: each clip's first frame is the frame 0..start_lag frames (drawn per clip and epoch)
-        before it, clamped at its video's first frame: a start that lags behind the poses, as a long
-        rollout's dancer does."""
+        anchor: None, or with reference_gap > 0 the frame 0..reference_gap frames (drawn per clip and
+        epoch) before each clip's first, clamped at its video's first frame, with its pose label: the
+        [x_0, p_0] that pose_shift reads (VAE_Model.anchor())."""
         g = torch.Generator().manual_seed(seed * 100_003 + epoch)
         ids = self.clip_ids(partial)
         order = ids[torch.randperm(len(ids), generator=g)]
         n = int(ids[-1]) + 1 if len(ids) else 0  # draws indexed by clip id
         gaps = torch.randint(0, reference_gap + 1, (n,), generator=g) if reference_gap > 0 else None
-        lags = torch.randint(0, start_lag + 1, (n,), generator=g) if start_lag > 0 else None
         step = batch_size * world
         for start in range(0, len(order) - step + 1, step):  # drop_last, as the course
             ids = order[start + rank * batch_size:start + (rank + 1) * batch_size]
             img, label = self.clips(ids)
-            anchor = None
-            if lags is not None:
-                lagged = self.reference_frames(ids, lags[ids], reference_pose)
-                img[:, 0] = lagged[:, :3]
-                if reference_pose:  # the lagged start with its own pose, not the clip's
-                    anchor = lagged
-            if gaps is not None:
-                anchor = self.reference_frames(ids, gaps[ids], reference_pose)
-            yield img, label, anchor
+            yield img, label, None if gaps is None else self.anchors(ids, gaps[ids])
 
-    def reference_frames(self, clip_ids, gaps, with_label=False):
-        """The frames `gaps` before each clip's first, clamped at the first frame of its video."""
+    def anchors(self, clip_ids, gaps):
+        """The frames `gaps` before each clip's first, clamped at the first frame of its video, with their labels."""
         start = clip_ids * self.video_len
         index = torch.maximum(start - gaps, self.video_first[start]).to(self.frames.device)
-        frames = self.frames[index]
-        return (torch.cat([frames, self.labels[index]], 1) if with_label else frames).float().div_(255)
+        return torch.cat([self.frames[index], self.labels[index]], 1).float().div_(255)
 
     def clips(self, clip_ids):
-        offsets = torch.arange(self.video_len) * self.stride
+        offsets = torch.arange(self.video_len)
         index = (clip_ids[:, None] * self.video_len + offsets).flatten().to(self.frames.device)
         shape = (len(clip_ids), self.video_len, *self.frames.shape[1:])
         return self.frames[index].view(shape).float().div_(255), self.labels[index].view(shape).float().div_(255)

@@ -5,20 +5,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from modules.heads import PoseShiftHead, translate
+from modules.heads import head_class
 from modules import (Decoder_Fusion, Gaussian_Predictor, Generator, Label_Encoder, RGB_Encoder,
                      check_dims, reparameterize)
 
-ARCH_FLAGS = ("F_dim", "L_dim", "N_dim", "D_out_dim", "output_activation", "prior", "frame_H", "frame_W",
-              "reference_pose")
-NEWER_ARCH_FLAGS = {"reference_pose": False}  # added after checkpoints existed: what one without the key means
 PRIORS = ("fixed", "learned")
-
-
-def saved_arch(saved_args, flag):
-    """An architecture flag from a checkpoint's saved args: for a newer flag that an older checkpoint
-    lacks, what that absence means; for any other missing flag, None."""
-    return saved_args.get(flag, NEWER_ARCH_FLAGS.get(flag))
 
 
 def autocast(device, enabled):
@@ -39,25 +30,18 @@ def kl_gaussians(mu_q, logvar_q, mu_p, logvar_p, batch_size):
 
 class VAE_Model(nn.Module):
     def __init__(self, F_dim=128, L_dim=32, N_dim=12, D_out_dim=192, output_activation="sigmoid",
-                 zero_init_posterior=False, prior="fixed", flow_deadzone=0.0, reference_pose=False, reference_blend=None):
+                 zero_init_posterior=False, prior="fixed", flow_deadzone=0.0):
         super().__init__()
         check_dims(F_dim, L_dim, N_dim, D_out_dim)
         self.N_dim = N_dim
         self.frame_transformation = RGB_Encoder(3, F_dim)
         self.label_transformation = Label_Encoder(3, L_dim)
         self.Gaussian_Predictor = Gaussian_Predictor(F_dim + L_dim, N_dim)
-        pose_shift = output_activation == "pose_shift"
-        self.uses_reference = output_activation in ("warp_ref", "pose_shift")  # the decoder also sees the first frame's features
-        if reference_pose and output_activation != "warp_ref":
-            raise ValueError("--reference_pose needs --output_activation warp_ref")
-        self.first_pose_features = reference_pose  # warp_ref: ... and those of the first frame's pose label
-        self.reference_pose = reference_pose or pose_shift  # the anchor carries p_0 (see anchor())
-        reference_dim = F_dim if pose_shift else (F_dim + L_dim * reference_pose) * self.uses_reference
-        self.Decoder_Fusion = Decoder_Fusion(F_dim + L_dim + N_dim + reference_dim, D_out_dim)
-        self.Generator = Generator(D_out_dim, 3, output_activation, flow_deadzone, reference_blend)
-        self.head = PoseShiftHead() if pose_shift else None
-        if self.head is not None:
-            self.head.init_last_conv(self.Generator[-1])
+        head = head_class(output_activation)
+        self.Decoder_Fusion = Decoder_Fusion(F_dim + L_dim + N_dim + head.extra_channels(F_dim), D_out_dim)
+        self.Generator = Generator(D_out_dim, head.channels, output_activation)
+        self.head = head(flow_deadzone)  # after the Generator: the parameter order of existing checkpoints
+        self.head.init_last_conv(self.Generator[-1])
         if zero_init_posterior:  # mu = logvar = 0 at start: KL starts at 0 instead of thousands
             nn.init.zeros_(self.Gaussian_Predictor[-1].weight)
             nn.init.zeros_(self.Gaussian_Predictor[-1].bias)
@@ -73,8 +57,7 @@ class VAE_Model(nn.Module):
     def from_args(cls, args):
         return cls(args.F_dim, args.L_dim, args.N_dim, args.D_out_dim, args.output_activation,
                    getattr(args, "zero_init_posterior", False), getattr(args, "prior", "fixed"),
-                   getattr(args, "flow_deadzone", 0.0), getattr(args, "reference_pose", False),
-                   getattr(args, "reference_blend", None))
+                   getattr(args, "flow_deadzone", 0.0))
 
     def prior(self, prev_feat, label_feat):
         """(mu, logvar) of the learned prior p(z_t | x_{t-1}, p_t), or None for the fixed N(0, I)."""
@@ -90,44 +73,25 @@ class VAE_Model(nn.Module):
             return kl_criterion(mu, logvar, batch_size)
         return kl_gaussians(mu, logvar, *prior, batch_size)
 
-    def start(self, frame):
-        """The state a chain of steps starts from: the frame, or [frame, frame, flow 0] for warp_acc.
-        A step reads the previous state and returns the next; its first 3 channels are the frame."""
-        return self.Generator.start(frame)
-
     def anchor(self, first_frame, first_label):
-        """What a chain of steps keeps of its start for warp_ref: x_0 [B,3,H,W], or with --reference_pose
-        x_0 and its pose label p_0 as one [B,6,H,W] tensor (so rollouts and graphs carry one tensor)."""
-        return torch.cat([first_frame, first_label], 1) if self.reference_pose else first_frame
+        """What a chain of steps keeps of its start: x_0 and its pose label p_0 as one [B,6,H,W] tensor
+        (so rollouts and graphs carry one tensor)."""
+        return torch.cat([first_frame, first_label], 1)
 
-    def reference(self, anchor, first_feat=None, first_label_feat=None):
-        """(x_0, the features the decoder reads of it) for --output_activation warp_ref, else None.
-        anchor: from anchor(); first_feat, first_label_feat: the features of x_0 and p_0 if already computed."""
-        if not self.uses_reference:
+    def reference(self, anchor, first_feat=None):
+        """(x_0, its features, p_0) for a head that reads the anchor, else None. first_feat: the features of x_0
+        if already computed."""
+        if not self.head.reads_anchor:
             return None
         frame = anchor[:, :3]
         feat = self.frame_transformation(frame) if first_feat is None else first_feat
-        if self.head is not None:  # pose_shift: x_0, its features, p_0
-            return frame, feat, anchor[:, 3:6]
-        if self.first_pose_features:  # the pose of x_0 beside the pose of x_t: "the dancer is back where x_0 was"
-            if first_label_feat is None:
-                first_label_feat = self.label_transformation(anchor[:, 3:6])
-            feat = torch.cat([feat, first_label_feat], 1)
-        return frame, feat
+        return frame, feat, anchor[:, 3:6]
 
     def decode(self, prev_frame, prev_feat, label_feat, z, reference=None, label=None):
-        """x̂_t from the previous state (see start(); its pixels matter only to the residual and warp heads)
-        and, for warp_ref and pose_shift, the reference from self.reference(). label: the pose label p_t
-        itself (pose_shift only: where each part is now). Returns the next state."""
-        if self.head is not None:  # x_0's features moved to where the pose puts the dancer now
-            ref_frame, ref_feat, ref_label = reference
-            shifts = self.head.shifts(ref_label, label)
-            out = self.Generator(self.Decoder_Fusion(prev_feat, label_feat, z, translate(ref_feat, shifts[:, 0])))
-            return self.head(out, prev_frame, ref_frame, shifts, self.Generator.flow)
-        if reference is None:
-            return self.Generator(self.Decoder_Fusion(prev_feat, label_feat, z), prev_frame)
-        ref_frame, ref_feat = reference
-        return self.Generator(self.Decoder_Fusion(prev_feat, label_feat, z, ref_feat), prev_frame, ref_frame)
+        """x̂_t from the previous frame (its pixels matter only to heads that move them) and, for a head that
+        reads the anchor, the reference from self.reference() and the pose label p_t itself."""
+        step, extra = self.head.read(reference, label)
+        return self.head(self.Generator(self.Decoder_Fusion(prev_feat, label_feat, z, *extra)), prev_frame, step)
 
     # -- training ---------------------------------------------------------------------------
 
@@ -144,15 +108,14 @@ class VAE_Model(nn.Module):
         per_frame=True runs the course's frame-by-frame loop (Label_Encoder's BatchNorm sees B
         samples); False batches everything that does not depend on predictions over time (B*T).
         eps: optional reparameterisation noise [B,T-1,N,H,W]. reference_frame: the anchor (see anchor())
-        that warp_ref reads (default: that of img[:, 0], label[:, 0]). Returns (loss, mse, kl, predictions).
+        that a head reads (default: that of img[:, 0], label[:, 0]). Returns (loss, mse, kl, predictions).
         """
         B, T = img.shape[:2]
         if eps is None:
             eps = torch.randn(B, T - 1, self.N_dim, *img.shape[-2:], device=img.device, dtype=img.dtype)
         run = self._frames_one_by_one if per_frame else self._frames_batched_over_time
         preds, mus, logvars, priors = run(img, label, teacher_forcing, detach_prev, eps, reference_frame)
-        # states -> frames; the loss in fp32, also under --amp
-        preds, mus, logvars = preds[:, :, :3].float(), mus.float(), logvars.float()
+        preds, mus, logvars = preds.float(), mus.float(), logvars.float()  # the loss in fp32, also under --amp
         mse = sum(F.mse_loss(preds[:, t], img[:, t + 1]) for t in range(T - 1))
         prior_at = (lambda t: None) if priors is None else (lambda t: (priors[0][:, t].float(), priors[1][:, t].float()))
         kl = sum(self.kl(mus[:, t], logvars[:, t], prior_at(t), B) for t in range(T - 1))
@@ -161,13 +124,13 @@ class VAE_Model(nn.Module):
     def _frames_one_by_one(self, img, label, teacher_forcing, detach_prev, eps, reference_frame):
         preds, mus, logvars, priors = [], [], [], []
         anchor = self.anchor(img[:, 0], label[:, 0]) if reference_frame is None else reference_frame
-        prev, reference = self.start(img[:, 0]), self.reference(anchor)
+        prev, reference = img[:, 0], self.reference(anchor)
         for t in range(1, img.shape[1]):
             label_feat = self.label_transformation(label[:, t])
             z, mu, logvar = self.Gaussian_Predictor(self.frame_transformation(img[:, t]), label_feat, eps[:, t - 1])
             if teacher_forcing:
-                prev = self.start(img[:, t - 1])
-            prev_feat = self.frame_transformation(prev[:, :3])
+                prev = img[:, t - 1]
+            prev_feat = self.frame_transformation(prev)
             priors.append(self.prior(prev_feat, label_feat))
             out = self.decode(prev, prev_feat, label_feat, z, reference, label[:, t])
             prev = out.detach() if detach_prev else out
@@ -179,32 +142,27 @@ class VAE_Model(nn.Module):
         flat = lambda x: x.flatten(0, 1)  # noqa: E731  [B,T,...] -> [B*T,...]
         frame_feat = self.frame_transformation(flat(img)).unflatten(0, (B, T))
         anchor = self.anchor(img[:, 0], label[:, 0]) if reference_frame is None else reference_frame
-        labels = flat(label[:, 1:])
-        if self.first_pose_features:  # p_0 in the same call, so Label_Encoder's BatchNorm normalises it with the clip
-            labels = torch.cat([labels, anchor[:, 3:6]])
-        label_feat = self.label_transformation(labels)
-        first_label_feat = label_feat[B * (T - 1):] if self.first_pose_features else None
-        label_feat = label_feat[:B * (T - 1)].unflatten(0, (B, T - 1))
+        label_feat = self.label_transformation(flat(label[:, 1:])).unflatten(0, (B, T - 1))
         z, mu, logvar = self.Gaussian_Predictor(flat(frame_feat[:, 1:]), flat(label_feat), flat(eps))
         z, mu, logvar = (x.unflatten(0, (B, T - 1)) for x in (z, mu, logvar))
         first_feat = frame_feat[:, 0] if reference_frame is None else None
-        reference = self.reference(anchor, first_feat, first_label_feat)
+        reference = self.reference(anchor, first_feat)
         if teacher_forcing:  # every previous frame is known: one parallel call over time
             prior = self.prior(flat(frame_feat[:, :-1]), flat(label_feat))
             prior = None if prior is None else tuple(p.unflatten(0, (B, T - 1)) for p in prior)
             if reference is not None:  # the same x_0 at every step of the clip
                 reference = tuple(flat(r[:, None].expand(-1, T - 1, *r.shape[1:])) for r in reference)
-            preds = self.decode(self.start(flat(img[:, :-1])), flat(frame_feat[:, :-1]), flat(label_feat), flat(z), reference,
+            preds = self.decode(flat(img[:, :-1]), flat(frame_feat[:, :-1]), flat(label_feat), flat(z), reference,
                                 flat(label[:, 1:]))
             return preds.unflatten(0, (B, T - 1)), mu, logvar, prior
-        preds, priors, prev, prev_feat = [], [], self.start(img[:, 0]), frame_feat[:, 0]
+        preds, priors, prev, prev_feat = [], [], img[:, 0], frame_feat[:, 0]
         for t in range(T - 1):
             priors.append(self.prior(prev_feat, label_feat[:, t]))
             out = self.decode(prev, prev_feat, label_feat[:, t], z[:, t], reference, label[:, t + 1])
             preds.append(out)
             if t < T - 2:
                 prev = out.detach() if detach_prev else out
-                prev_feat = self.frame_transformation(prev[:, :3])
+                prev_feat = self.frame_transformation(prev)
         return torch.stack(preds, 1), mu, logvar, stack_priors(priors)
 
     # -- rollout ----------------------------------------------------------------------------
@@ -221,12 +179,12 @@ class VAE_Model(nn.Module):
         B, T = labels.shape[:2]
         out = torch.empty(B, T, *first_frame.shape[1:], device=first_frame.device)
         out[:, 0] = first_frame
-        prev, anchor = self.start(first_frame), self.anchor(first_frame, labels[:, 0])
+        prev, anchor = first_frame, self.anchor(first_frame, labels[:, 0])
         for start in range(1, T, noise.chunk):
             n = min(noise.chunk, T - start)
-            states = step(prev, labels[:, start:start + n], noise.next_chunk(), anchor)  # z of a full chunk
-            out[:, start:start + n] = states[:, :n, :3]
-            prev = states[:, n - 1].clone()  # the step may overwrite its output buffer next call
+            frames = step(prev, labels[:, start:start + n], noise.next_chunk(), anchor)  # z of a full chunk
+            out[:, start:start + n] = frames[:, :n]
+            prev = frames[:, n - 1].clone()  # the step may overwrite its output buffer next call
             if on_chunk is not None:
                 on_chunk(start, out[:, start:start + n])
             if progress is not None:
@@ -244,8 +202,8 @@ class VAE_Model(nn.Module):
         return pred.unflatten(0, (S, K))  # row s*K + k: sequence s, sample k
 
     def rollout_chunk(self, prev, labels, z, anchor, next_frame=None):
-        """n states (see start()) after prev [B,C,H,W], given their poses labels [B,n,3,H,W], noise z [>=n,B,N,H,W]
-        and the rollout's anchor (see anchor(); read by warp_ref only). The pose features of the chunk come from
+        """n frames after prev [B,3,H,W], given their poses labels [B,n,3,H,W], noise z [>=n,B,N,H,W]
+        and the rollout's anchor (see anchor(); read by a head that reads it). The pose features of the chunk come from
         one batched call; the frames from a sequential chain of next_frame (default self.next_frame;
         cuda_graphs may pass a compiled one)."""
         next_frame = next_frame or self.next_frame
@@ -258,9 +216,9 @@ class VAE_Model(nn.Module):
         return torch.stack(frames, 1)
 
     def next_frame(self, prev, label_feat, eps, reference=None, label=None):
-        """One rollout step: the state of x̂_t (fp32) from that of x̂_{t-1}, the features of p_t (and p_t itself)
+        """One rollout step: x̂_t (fp32) from x̂_{t-1}, the features of p_t (and p_t itself)
         and the noise of step t."""
-        prev_feat = self.frame_transformation(prev[:, :3])
+        prev_feat = self.frame_transformation(prev)
         z = self.prior_sample(prev_feat, label_feat, eps)
         return self.decode(prev, prev_feat, label_feat, z, reference, label).float()
 

@@ -1,4 +1,12 @@
-"""The pose-shift head: the dancer is re-rendered from the first frame at every step.
+"""Output heads: what the Generator's last convolution becomes. One class per --output_activation.
+
+Each head says how many channels the last conv gives (`channels`), how that conv starts
+(`init_last_conv`), how many feature channels Decoder_Fusion reads besides its own (`extra_channels`),
+what a step reads of the rollout's anchor [x_0, p_0] and of p_t (`read`: what forward() needs, and
+Decoder_Fusion's extra inputs), and the frame (`forward`). model.py, the rollout and cuda_graphs.py
+call only this interface; adding a head is one class here, one entry in HEADS and one test.
+
+The pose-shift head: the dancer is re-rendered from the first frame at every step.
 
 A warp of the previous prediction moves pixels a little at each of 629 steps, and 600 resamplings smear
 the dancer away. Here the dancer's pixels come from x_0, moved once, by where the pose says each body
@@ -57,18 +65,86 @@ class PartKeypoints(nn.Module):
         return torch.stack([x, y], -1), mass > 1e-3
 
 
-class PoseShiftHead(nn.Module):
-    """Decoder output -> frame, as a mix of the warped previous frame, x_0 moved part by part, and drawn pixels.
-    channels(parts): what the decoder's last convolution must give: flow 2, rgb 3, one logit per source."""
+class Head(nn.Module):
+    """The course's head ('none'): the last conv's 3 channels are the frame, pixels may leave [0,1].
+    No parameters or buffers: a course checkpoint's keys are the model's."""
+    name = "none"
+    channels = 3  # of the Generator's last conv
+    reads_anchor = False  # True: decode() is given the anchor's context and p_t (see VAE_Model.reference)
+    has_flow = False  # True: --flow_deadzone applies
 
-    def __init__(self, parts=5):
+    def __init__(self, flow_deadzone=0.0):
         super().__init__()
-        self.parts = parts
+        self.flow_deadzone = flow_deadzone
+
+    @classmethod
+    def extra_channels(cls, frame_channels):
+        """Feature channels Decoder_Fusion reads besides the previous frame's, the pose's and z."""
+        return 0
+
+    def init_last_conv(self, conv):
+        """The Generator's last conv after its default initialisation."""
+
+    def read(self, reference, label):
+        """(what forward() needs of this step, Decoder_Fusion's extra inputs) from the anchor's context
+        (VAE_Model.reference) and the pose label p_t."""
+        return None, ()
+
+    def forward(self, out, prev_frame, step=None):
+        return out
+
+
+class SigmoidHead(Head):
+    """Pixels in [0,1] (default for new runs)."""
+    name = "sigmoid"
+
+    def forward(self, out, prev_frame, step=None):
+        return torch.sigmoid(out)
+
+
+class WarpHead(Head):
+    """x_{t-1} warped by a predicted flow field (2 channels, in pixels). The last conv starts at zero, so an
+    untrained model copies the previous frame. Moving the dancer's pixels is far easier to learn than
+    redrawing them, and the background never fades (README, "Getting good results")."""
+    name = "warp"
+    channels = 2
+    has_flow = True
+
+    def init_last_conv(self, conv):
+        nn.init.zeros_(conv.weight)
+        nn.init.zeros_(conv.bias)
+
+    def forward(self, out, prev_frame, step=None):
+        # in fp32 even under --amp: bf16 would blur the copied frame a little at every step
+        return warp_by_flow(prev_frame.float(), self.flow(out[:, :2]))
+
+    def flow(self, out):
+        """--flow_deadzone, eval mode only: components under it are set to zero, so the sub-pixel noise of a static
+        background does not blur it a little at every rollout step. Training keeps every flow: under a dead
+        zone the zero-initialised head would get no gradient."""
+        flow = out.float()
+        if self.flow_deadzone > 0 and not self.training:
+            flow = flow * (flow.abs() > self.flow_deadzone)
+        return flow
+
+
+class PoseShiftHead(WarpHead):
+    """Decoder output -> frame, as a mix of the warped previous frame, x_0 moved part by part, and drawn pixels.
+    The last conv gives flow 2, rgb 3, one logit per source; the decoder also reads x_0's features moved by
+    the whole skeleton's displacement."""
+    name = "pose_shift"
+    PARTS = 5
+    channels = 2 + 3 + (PARTS + 2)
+    reads_anchor = True
+
+    def __init__(self, flow_deadzone=0.0, parts=PARTS):
+        super().__init__(flow_deadzone)
+        self.parts, self.channels = parts, 2 + 3 + (parts + 2)
         self.keypoints = PartKeypoints(parts)
 
-    @staticmethod
-    def channels(parts):
-        return 2 + 3 + (parts + 2)
+    @classmethod
+    def extra_channels(cls, frame_channels):
+        return frame_channels
 
     def init_last_conv(self, conv):
         """Start as an even mix of the warped previous frame and x_0 moved by each part; drawn pixels nearly off.
@@ -83,13 +159,28 @@ class PoseShiftHead(nn.Module):
         kt, seen_t = self.keypoints(label)
         return (kt - k0) * (seen0 & seen_t)[..., None]
 
-    def forward(self, out, prev_frame, first_frame, shifts, flow):
-        """out: the decoder's last conv [N, channels, H, W]; flow: a function (the dead zone) applied to the flow."""
-        sources = [warp_by_flow(prev_frame.float(), flow(out[:, :2]))]
+    def read(self, reference, label):
+        """x_0 and each part's shift for forward(); x_0's features moved by the whole skeleton for the decoder."""
+        first_frame, first_feat, first_label = reference
+        shifts = self.shifts(first_label, label)
+        return (first_frame, shifts), (translate(first_feat, shifts[:, 0]),)
+
+    def forward(self, out, prev_frame, step=None):
+        first_frame, shifts = step
+        sources = [warp_by_flow(prev_frame.float(), self.flow(out[:, :2]))]
         sources += [translate(first_frame.float(), shifts[:, k]) for k in range(self.parts)]
         sources.append(torch.sigmoid(out[:, 2:5].float()))
         mix = torch.softmax(out[:, 5:].float(), 1)
         return sum(mix[:, i:i + 1] * s for i, s in enumerate(sources))
+
+
+HEADS = {head.name: head for head in (SigmoidHead, Head, WarpHead, PoseShiftHead)}  # --output_activation's choices
+
+
+def head_class(name):
+    if name not in HEADS:
+        raise ValueError(f"--output_activation must be one of {tuple(HEADS)}, got {name!r}")
+    return HEADS[name]
 
 
 def warp_by_flow(frame, flow):

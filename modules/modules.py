@@ -1,12 +1,8 @@
 """The five networks of the course model. Each is an nn.Sequential so that a course
 checkpoint's keys (frame_transformation.0.conv1.weight, ...) load unchanged."""
-import math
-
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from .heads import PoseShiftHead, warp_by_flow as warp
 from .layers import DepthConvBlock, ResidualBlock
 
 
@@ -88,90 +84,22 @@ class Decoder_Fusion(nn.Sequential):
 
 
 class Generator(nn.Sequential):
-    """Decoder features -> RGB frame. output_activation:
-    'sigmoid'  pixels in [0,1] (default for new runs);
-    'none'     the course model, whose pixels may leave [0,1];
-    'residual' a change to the previous frame: sigmoid(logit(x_{t-1}) + out). The last conv starts at
-               zero, so an untrained model copies the previous frame instead of drawing noise.
-    'warp'     x_{t-1} warped by a predicted flow field (the last conv gives 2 channels, in pixels, and starts
-               at zero, so an untrained model copies the previous frame). Moving the dancer's pixels is far
-               easier to learn than redrawing them, and the background never fades (README, "Getting good
-               results").
-    'warp_ref' a blend of x_{t-1} and of the first frame x_0 (the reference), each warped by its own flow:
-               5 channels, flow for x_{t-1}, flow for x_0, blend weight. The decoder also sees the features
-               of x_0 (model.py), so the dancer's look can come back from the one frame that is never
-               blurred, as SVG's decoder reads skip features of the last true frame.
-    'warp_acc' the first frame warped once by the accumulated flow: each step predicts a small flow f_t
-               (2 channels, as 'warp'), the flow back to the first frame is composed,
-               F_t(p) = f_t(p) + F_{t-1}(p + f_t(p)), and x̂_t = x_0 warped by F_t. 'warp' resamples the
-               frame at every step, and 600 bilinear resamplings smear the dancer; here the colours are
-               resampled once, so the dancer stays sharp and a return to the first pose can give back x_0.
-               A step reads and returns a state [x̂_t, x_0, F_t] (8 channels, see start()).
-    flow_deadzone (warp heads, eval mode only): flow components under this many pixels are set to zero, so the
-    sub-pixel noise of a static background does not blur it a little at every rollout step. Training
-    keeps every flow: under a dead zone the zero-initialised head would get no gradient."""
+    """Decoder features -> the `channels` raw outputs that the output head (modules/heads.py) turns into a frame.
+    head_name: the head's --output_activation, for the marker buffer (none for the course's head)."""
 
-    ACTIVATIONS = ("sigmoid", "none", "residual", "warp", "warp_ref", "warp_acc", "pose_shift")
-    CHANNELS = {"warp": 2, "warp_ref": 5, "warp_acc": 2, "pose_shift": PoseShiftHead.channels(5)}
-    REFERENCE_LOGIT = -4.0
-
-    def __init__(self, input_nc, output_nc, output_activation="sigmoid", flow_deadzone=0.0, reference_blend=None):
-        if output_activation not in self.ACTIVATIONS:
-            raise ValueError(f"--output_activation must be one of {self.ACTIVATIONS}, got {output_activation!r}")
+    def __init__(self, input_nc, channels, head_name="none"):
         d = input_nc
         super().__init__(
             DepthConvBlock(d, d), ResidualBlock(d, d // 2),
             DepthConvBlock(d // 2, d // 2), ResidualBlock(d // 2, d // 4),
             DepthConvBlock(d // 4, d // 4), ResidualBlock(d // 4, d // 8),
             DepthConvBlock(d // 8, d // 8),
-            nn.Conv2d(d // 8, self.CHANNELS.get(output_activation, output_nc), kernel_size=1),
+            nn.Conv2d(d // 8, channels, kernel_size=1),
         )
-        self.output_activation, self.flow_deadzone = output_activation, flow_deadzone
-        if output_activation != "none":  # a strict load_state_dict in course code refuses it, by this name
-            self.register_buffer(self.marker_name(output_activation), torch.zeros(()))
-        if output_activation in ("residual", "warp", "warp_ref", "warp_acc"):
-            nn.init.zeros_(self[-1].weight)
-            nn.init.zeros_(self[-1].bias)
-        if output_activation == "warp_ref":  # by default blend weight sigmoid(-4) = 0.018: it starts almost as 'warp'
-            logit = self.REFERENCE_LOGIT if reference_blend is None else math.log(reference_blend / (1 - reference_blend))
-            nn.init.constant_(self[-1].bias[4:], logit)
+        if head_name != "none":  # a strict load_state_dict in course code refuses it, by this name
+            self.register_buffer(self.marker_name(head_name), torch.zeros(()))
 
     @staticmethod
-    def marker_name(output_activation):
+    def marker_name(head_name):
         """The buffer that makes course code refuse a head it cannot run (its keys and shapes may be the course's)."""
-        return f"output_activation_{output_activation}_is_not_the_course_model"
-
-    def start(self, frame):
-        """The state a chain of steps starts from, given its first frame [B,3,H,W]: the frame itself, or
-        for warp_acc [frame, the source frame (itself), flow 0]. Its first 3 channels are always the frame."""
-        if self.output_activation != "warp_acc":
-            return frame
-        return torch.cat([frame, frame, frame.new_zeros(frame.shape[0], 2, *frame.shape[2:])], 1)
-
-    def forward(self, x, prev_frame=None, reference_frame=None):
-        """prev_frame: the previous step's state (see start()). pose_shift: the raw output (VAE_Model's head mixes it)."""
-        out = super().forward(x)
-        if self.output_activation == "sigmoid":
-            return torch.sigmoid(out)
-        # residual and warp in fp32 even under --amp: bf16 would blur the copied frame a little at every step
-        if self.output_activation == "residual":
-            return torch.sigmoid(torch.logit(prev_frame.float().clamp(0, 1), eps=1e-3) + out.float())
-        if self.output_activation == "warp":
-            return warp(prev_frame.float(), self.flow(out[:, :2]))
-        if self.output_activation == "warp_ref":
-            from_prev = warp(prev_frame.float(), self.flow(out[:, :2]))
-            from_ref = warp(reference_frame.float(), self.flow(out[:, 2:4]))
-            return torch.lerp(from_prev, from_ref, torch.sigmoid(out[:, 4:].float()))
-        if self.output_activation == "warp_acc":
-            state = prev_frame.float()
-            source, step = state[:, 3:6], self.flow(out[:, :2])
-            flow = step + warp(state[:, 6:8], step)  # x̂_t(p) = x̂_{t-1}(p + f(p)) = x_0(p + f(p) + F_{t-1}(p + f(p)))
-            return torch.cat([warp(source, flow), source, flow], 1)
-        return out
-
-    def flow(self, out):
-        flow = out.float()
-        if self.flow_deadzone > 0 and not self.training:
-            flow = flow * (flow.abs() > self.flow_deadzone)
-        return flow
-
+        return f"output_activation_{head_name}_is_not_the_course_model"

@@ -22,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import Trainer  # noqa: E402
+import config  # noqa: E402
 from dataloader import ClipSampler, Dataset_Dance, decode, paired_files  # noqa: E402
 import checkpoint  # noqa: E402
 import distributed  # noqa: E402
@@ -31,14 +32,14 @@ from model import VAE_Model, autocast, rollout_noise  # noqa: E402
 
 
 def parse_args(argv=None):
-    parser = Trainer.build_parser()
+    parser = config.build_parser()
     parser.description = __doc__
     parser.add_argument("--json", default=None, help="also write the figures here")
     parser.add_argument("--steps", type=int, default=20, help="timed training steps per configuration")
     parser.add_argument("--big_batches", type=int, nargs="*", default=[8, 32], help="fast-path batch sizes to try")
     parser.add_argument("--rollout_len", type=int, default=630)
     parser.add_argument("--sequences", type=int, default=5)
-    return Trainer.parse_args(argv, parser)  # a preset, and a checkpoint's args under the flags typed
+    return config.parse_args(argv, parser)  # a preset, and a checkpoint's args under the flags typed
 
 
 def sync(device):
@@ -120,12 +121,12 @@ def cached_batches(sampler, batch_size, seed):
 @torch.no_grad()
 def plain_rollout(model, first, labels, noise):
     """The course's rollout: one sequence, the pose encoded frame by frame, eager fp32."""
-    states, reference = [model.start(first)], model.reference(model.anchor(first, labels[:, 0]))
+    states, reference = [first], model.reference(model.anchor(first, labels[:, 0]))
     for t in range(1, labels.shape[1]):
-        label_feat, prev_feat = model.label_transformation(labels[:, t]), model.frame_transformation(states[-1][:, :3])
+        label_feat, prev_feat = model.label_transformation(labels[:, t]), model.frame_transformation(states[-1])
         z = model.prior_sample(prev_feat, label_feat, noise.next())
-        states.append(model.decode(states[-1], prev_feat, label_feat, z, reference))
-    return torch.stack(states, 1)[:, :, :3]
+        states.append(model.decode(states[-1], prev_feat, label_feat, z, reference, labels[:, t]))
+    return torch.stack(states, 1)
 
 
 def validation_psnr_both_ways(model, args, device, amp):
@@ -158,7 +159,7 @@ def main(argv=None):
     torch.manual_seed(args.seed)
     ckpt = checkpoint.load(args.ckpt_path) if args.ckpt_path else None
     if ckpt is not None:
-        Trainer.resolve_checkpoint(args, ckpt)
+        config.resolve_checkpoint(args, ckpt)
     model = VAE_Model.from_args(args).to(device)
     if ckpt is not None:
         checkpoint.load_weights(model, ckpt["state_dict"], args.ckpt_path)

@@ -2,6 +2,7 @@
 # Issue 6's table: fixed vs learned prior x (Cyclical, Monotonic, None), the same budget and flags
 # for every run but the prior and the KL type. Extra flags go to every run (e.g. --device cuda).
 # The table was measured with the quick preset of its day (residual output, tfr 0.5 drawn per step, 8-frame clips): pinned below.
+# The residual head was removed in f460972 (docs/study/README.md, "Removed"): run this script at an earlier commit.
 #     bash scripts/prior_study.sh [OUT_DIR] [flags...]
 set -eu
 cd "$(dirname "$0")/.."

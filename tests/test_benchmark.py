@@ -50,19 +50,19 @@ def test_benchmark_takes_presets_and_refuses_flags_a_checkpoint_contradicts(trai
     import checkpoint
     data, ckpt = trained
     quick = bench.parse_args(["--preset", "quick", "--steps", "1"])
-    assert (quick.F_dim, quick.output_activation, quick.steps) == (32, "warp", 1)
+    assert (quick.F_dim, quick.output_activation, quick.steps) == (32, "pose_shift", 1)
     assert bench.parse_args(["--preset", "quick", "--F_dim", "8"]).F_dim == 8  # typed flags win
     with pytest.raises(checkpoint.CheckpointError, match="--F_dim 16 differs"):
         bench.main(["--DR", str(data), "--ckpt_path", str(ckpt), "--F_dim", "16", "--device", "cpu"])
 
 
-@pytest.mark.parametrize("activation,prior", [("residual", "learned"), ("warp_acc", "fixed"), ("warp_ref", "fixed")])
+@pytest.mark.parametrize("activation,prior", [("warp", "learned"), ("pose_shift", "fixed")])
 def test_plain_rollout_equals_the_fast_one(activation, prior):
-    """The learned prior is sampled alike, warp_acc's state (flow, source) crosses the chunk boundary, and
-    warp_ref (with --reference_pose) reads the same first frame and first pose in both."""
+    """The learned prior is sampled alike, and pose_shift reads the same first frame, first pose and pose
+    labels in both."""
     import torch
     from model import VAE_Model, rollout_noise
-    model = VAE_Model(8, 4, 4, 8, output_activation=activation, prior=prior, reference_pose=activation == "warp_ref").eval()
+    model = VAE_Model(8, 4, 4, 8, output_activation=activation, prior=prior).eval()
     if prior == "learned":
         torch.nn.init.normal_(model.Learned_Prior[-1].weight, std=0.3)
     torch.nn.init.normal_(model.Generator[-1].weight, std=0.1)  # frames depend on the previous one

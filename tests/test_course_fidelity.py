@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import checkpoint
+import runs
 import Trainer
 from conftest import TINY, make_dataset
 from dataloader import DatasetError, Dataset_Dance
@@ -62,7 +63,7 @@ def save_like_the_trainer(path, activation, trained_steps=0, epoch=3):
     """A checkpoint as Trainer.save_epoch writes it, after a few Adam steps at the epoch's lr."""
     args = Trainer.parse_args([*TINY, "--output_activation", activation, "--device", "cpu"])
     model = VAE_Model.from_args(args)
-    optimizer = Trainer.make_optimizer(model, args, "cpu")
+    optimizer = runs.make_optimizer(model, args, "cpu")
     for group in optimizer.param_groups:
         group["lr"] = lr_at(args.lr, args.gamma, args.milestones, epoch)
     g = torch.Generator().manual_seed(0)
@@ -71,7 +72,7 @@ def save_like_the_trainer(path, activation, trained_steps=0, epoch=3):
         optimizer.zero_grad()
         model.clip_loss(img, label, 1.0, True)[0].backward()
         optimizer.step()
-    checkpoint.save_atomic(Trainer.checkpoint_state(model, optimizer, args, Trainer.new_run(args), epoch), path)
+    checkpoint.save_atomic(runs.checkpoint_state(model, optimizer, args, runs.RunState.new(args), epoch), path)
     return model
 
 
@@ -80,9 +81,9 @@ def course_model():
     return VAE_Model(8, 4, 4, 8, output_activation="none")
 
 
-@pytest.mark.parametrize("activation", ["sigmoid", "residual"])
+@pytest.mark.parametrize("activation", ["sigmoid"])
 def test_course_code_refuses_a_head_it_cannot_run_by_name(tmp_path, activation):
-    """The sigmoid and residual heads have exactly the course's keys and shapes: only the marker stops a
+    """The sigmoid head has exactly the course's keys and shapes: only the marker stops a
     course strict load from silently running them without their activation."""
     save_like_the_trainer(tmp_path / "a.ckpt", activation)
     ckpt = torch.load(tmp_path / "a.ckpt")  # as the course loads it

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import checkpoint
+import runs
 import Trainer
 from conftest import TINY, make_dataset
 from model import VAE_Model
@@ -74,7 +75,7 @@ def test_interrupt_saves_the_position_and_resume_is_exact(data, tmp_path, monkey
     monkeypatch.undo()
     Trainer.main(["--ckpt_path", str(tmp_path / "cut" / "last.ckpt"), "--num_epoch", "1", "--device", "cpu"])
     assert_same_weights(weights(tmp_path / "whole" / "last.ckpt"), weights(tmp_path / "cut" / "last.ckpt"))
-    timings = [Trainer.HISTORY_FIELDS.index(k) for k in ("seconds", "minutes")]
+    timings = [runs.HISTORY_FIELDS.index(k) for k in ("seconds", "minutes")]
     strip = lambda p: [[v for i, v in enumerate(r.split(",")) if i not in timings]  # noqa: E731
                        for r in p.read_text().splitlines()]
     assert strip(tmp_path / "whole" / "history.csv") == strip(tmp_path / "cut" / "history.csv")

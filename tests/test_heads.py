@@ -45,3 +45,33 @@ def test_a_return_to_the_first_pose_gives_back_the_first_frame_after_many_steps(
     pred = model.rollout(first, labels, NoiseSource([(1, 0, 0)], (4, 16, 32), "cpu"))
     assert torch.allclose(pred[0, -1], first[0], atol=1e-5)
     assert torch.allclose(pred[0, 20], translate(first, torch.tensor([[11.0, 0.0]]))[0], atol=1e-5)
+
+
+def test_every_head_keeps_its_state_dict_keys():
+    """The course keys, the marker buffer by name, and pose_shift's keypoint classifier: nothing else."""
+    course = set(VAE_Model(8, 4, 4, 8, "none").state_dict())
+    assert "Generator.7.weight" in course and not any(k.startswith("head.") for k in course)
+    for name in ("sigmoid", "warp", "pose_shift"):
+        keys = set(VAE_Model(8, 4, 4, 8, name).state_dict()) - course
+        extra = {f"Generator.output_activation_{name}_is_not_the_course_model"}
+        if name == "pose_shift":
+            extra |= {"head.keypoints.classify.weight", "head.keypoints.classify.bias"}
+        assert keys == extra, name
+
+
+def test_a_new_head_is_one_class(monkeypatch):
+    """model.py asks the head, never its name: a head registered in HEADS trains and rolls out."""
+    from modules import heads
+
+    class Halve(heads.Head):
+        name = "halve"
+
+        def forward(self, out, prev_frame, step=None):
+            return prev_frame * 0.5
+
+    monkeypatch.setitem(heads.HEADS, "halve", Halve)
+    model = VAE_Model(8, 4, 4, 8, "halve").eval()
+    first = torch.rand(1, 3, 16, 32)
+    pred = model.rollout(first, torch.rand(1, 3, 3, 16, 32), NoiseSource([(1, 0, 0)], (4, 16, 32), "cpu"))
+    assert torch.allclose(pred[0, 2], first[0] / 4)
+    assert "Generator.output_activation_halve_is_not_the_course_model" in model.state_dict()

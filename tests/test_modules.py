@@ -51,7 +51,7 @@ def test_shapes_of_every_module(dims):
     assert z.shape == mu.shape == logvar.shape == (3, N, 32, 64)
     h = m.Decoder_Fusion(f, l, z)
     assert h.shape == (3, D, 32, 64)
-    out = m.Generator(h)
+    out = m.head(m.Generator(h), x)
     assert out.shape == (3, 3, 32, 64)
     assert out.min() >= 0 and out.max() <= 1  # sigmoid output
 
@@ -114,85 +114,25 @@ def test_kl_against_hand_computation():
     assert kl_criterion(mu, logvar, batch_size=2).item() == pytest.approx(sum(per_element).item() / 2, rel=1e-6)
     assert kl_criterion(torch.zeros(3, 4), torch.zeros(3, 4), 3).item() == 0
 
-
-def test_warp_ref_blends_both_frames_each_warped_by_its_own_flow():
-    from modules.modules import Generator, warp
-    gen = Generator(8, 3, "warp_ref").eval()
-    x, prev, first = torch.rand(2, 8, 6, 10), torch.rand(2, 3, 6, 10), torch.rand(2, 3, 6, 10)
-    start = torch.sigmoid(torch.tensor(Generator.REFERENCE_LOGIT))  # untrained: mostly the previous frame
-    assert torch.allclose(gen(x, prev, first), prev + start * (first - prev), atol=1e-5)
-    with torch.no_grad():
-        gen[-1].bias.copy_(torch.tensor([1.0, 0.0, 0.0, -1.0, 0.0]))  # prev 1 px right, first 1 px up, blend 0.5
-    shift = lambda fx, fy: torch.tensor([fx, fy]).view(1, 2, 1, 1).expand(2, 2, 6, 10)  # noqa: E731
-    expected = (warp(prev, shift(1.0, 0.0)) + warp(first, shift(0.0, -1.0))) / 2
-    assert torch.allclose(gen(x, prev, first), expected, atol=1e-6)
-    with torch.no_grad():
-        gen[-1].bias[4] = 20.0  # blend weight ~1: all from the first frame
-    assert torch.allclose(gen(x, prev, first), warp(first, shift(0.0, -1.0)), atol=1e-6)
-
-
-def test_reference_blend_sets_the_initial_blend_weight_only(capsys):
-    from modules.modules import Generator
-    x, prev, first = torch.rand(2, 8, 6, 10), torch.rand(2, 3, 6, 10), torch.rand(2, 3, 6, 10)
-    for weight in (0.5, 0.9):
-        gen = Generator(8, 3, "warp_ref", reference_blend=weight).eval()
-        assert torch.allclose(gen(x, prev, first), prev + weight * (first - prev), atol=1e-5)
-    torch.manual_seed(0)
-    default = VAE_Model(8, 4, 4, 8, output_activation="warp_ref").state_dict()
-    torch.manual_seed(0)
-    opened = VAE_Model(8, 4, 4, 8, output_activation="warp_ref", reference_blend=0.5).state_dict()
-    differs = [k for k in default if not torch.equal(default[k], opened[k])]
-    assert differs == ["Generator.7.bias"] and torch.equal(opened["Generator.7.bias"][4:], torch.zeros(1))
-    import Trainer
-    for argv, message in ((["--output_activation", "warp_ref", "--reference_blend", "1"], "must be in (0, 1), got 1.0"),
-                          (["--reference_blend", "0.5"], "needs --output_activation warp_ref, got sigmoid")):
-        with pytest.raises(SystemExit):
-            Trainer.parse_args(argv)
-        assert f"--reference_blend {message}" in capsys.readouterr().err
-
-
-def test_warp_acc_composes_the_flows_and_resamples_the_first_frame_once():
-    """Four steps of half a pixel to the right: warp_acc gives the first frame warped once by 2 pixels
-    (sharp), where warp resamples four times (blurred); its state carries the source and the flow."""
-    from modules.modules import Generator, warp
-    acc, plain = Generator(8, 3, "warp_acc").eval(), Generator(8, 3, "warp").eval()
-    with torch.no_grad():
-        for gen in (acc, plain):
-            gen[-1].bias.copy_(torch.tensor([0.5, 0.0]))
-    x, first = torch.rand(2, 8, 6, 10), torch.rand(2, 3, 6, 10)
-    state, frame = acc.start(first), first
-    assert torch.equal(state[:, :3], first) and torch.equal(state[:, 3:6], first) and not state[:, 6:].any()
-    for _ in range(4):
-        state, frame = acc(x, state), plain(x, frame)
-    flow = torch.zeros(2, 2, 6, 10)
-    flow[:, 0] = 2.0
-    inner = (..., slice(None, -3))  # columns whose 2.5-pixel sources lie inside the frame
-    assert torch.allclose(state[:, 6:8][inner], flow[inner], atol=1e-5)  # 0.5 + 0.5 + 0.5 + 0.5
-    assert torch.allclose(state[:, :3][inner], warp(first, flow)[inner], atol=1e-5)
-    assert torch.equal(state[:, 3:6], first)
-    assert (frame - state[:, :3])[inner].abs().max() > 0.01  # the plain warp blurred it on the way
-    assert torch.allclose(state[:, :3][inner], first[..., 2:-1], atol=1e-5)  # exactly 2 pixels to the left
-
-
-def test_warp_ref_decoder_reads_the_first_frame_and_others_ignore_it():
+def test_pose_shift_decoder_reads_the_first_frame_and_others_ignore_it():
     from model import rollout_noise
     torch.manual_seed(0)
     prev, labels, z = torch.rand(2, 3, 16, 24), torch.rand(2, 4, 3, 16, 24), torch.randn(4, 2, 4, 16, 24)
-    for activation in ("warp_ref", "warp"):
+    for activation in ("pose_shift", "warp"):
         m = VAE_Model(8, 4, 4, 8, output_activation=activation).eval()
         torch.nn.init.normal_(m.Generator[-1].weight, std=0.1)
-        assert next(m.Decoder_Fusion.parameters()).shape[1] == 8 + 4 + 4 + 8 * (activation == "warp_ref")  # input width
-        a, b = (m.rollout_chunk(prev, labels, z, torch.rand(2, 3, 16, 24)) for _ in range(2))
-        assert torch.equal(a, b) != (activation == "warp_ref")  # two other first frames: other frames for warp_ref
+        assert next(m.Decoder_Fusion.parameters()).shape[1] == 8 + 4 + 4 + 8 * (activation == "pose_shift")  # input width
+        a, b = (m.rollout_chunk(prev, labels, z, torch.rand(2, 6, 16, 24)) for _ in range(2))
+        assert torch.equal(a, b) != (activation == "pose_shift")  # two other first frames: other frames for pose_shift
         # a rollout's reference is its own first frame, in every chunk (here 3 chunks of 16)
         first, long_labels = torch.rand(1, 3, 16, 24), torch.rand(1, 40, 3, 16, 24)
         out = m.rollout(first, long_labels, rollout_noise(m, 0, [0], 0, 16, 24, "cpu"))
-        step = lambda p, lab, zz, f: m.rollout_chunk(p, lab, zz, first)  # noqa: E731
+        step = lambda p, lab, zz, f: m.rollout_chunk(p, lab, zz, m.anchor(first, long_labels[:, 0]))  # noqa: E731
         assert torch.equal(out, m.rollout(first, long_labels, rollout_noise(m, 0, [0], 0, 16, 24, "cpu"), step=step))
 
 
 def test_warp_is_the_identity_at_zero_flow_and_shifts_by_whole_pixels():
-    from modules.modules import warp
+    from modules.heads import warp_by_flow as warp
     x = torch.rand(2, 3, 8, 16)
     assert torch.allclose(warp(x, torch.zeros(2, 2, 8, 16)), x, atol=1e-5)
     flow = torch.zeros(2, 2, 8, 16)
@@ -200,59 +140,16 @@ def test_warp_is_the_identity_at_zero_flow_and_shifts_by_whole_pixels():
     assert torch.allclose(warp(x, flow)[..., 1:, :-2], x[..., :-1, 2:], atol=1e-5)
 
 
-@pytest.mark.parametrize("activation,channels", [("warp", 2), ("warp_ref", 5), ("warp_acc", 2), ("sigmoid", 3), ("residual", 3)])
+@pytest.mark.parametrize("activation,channels", [("warp", 2), ("sigmoid", 3), ("pose_shift", 12)])
 def test_output_heads_have_their_channels_and_stay_in_0_1(activation, channels):
     m = VAE_Model(8, 4, 4, 8, output_activation=activation)
     assert m.Generator[-1].out_channels == channels
     torch.nn.init.normal_(m.Generator[-1].weight, std=3.0)
     prev = torch.rand(2, 3, 16, 24)
-    reference = m.reference(torch.rand(2, 3, 16, 24))
-    out = m.decode(m.start(prev), m.frame_transformation(prev), m.label_transformation(prev), torch.randn(2, 4, 16, 24),
-                   reference)[:, :3]  # the frame of the state (warp_acc's state has 8 channels)
+    reference = m.reference(torch.rand(2, 6, 16, 24))
+    out = m.decode(prev, m.frame_transformation(prev), m.label_transformation(prev), torch.randn(2, 4, 16, 24),
+                   reference, prev)
     assert out.shape == (2, 3, 16, 24) and 0 <= out.min() and out.max() <= 1
-
-
-def test_reference_pose_decoder_reads_the_first_pose_label_in_every_chunk():
-    from model import rollout_noise
-    torch.manual_seed(0)
-    first, labels = torch.rand(1, 3, 16, 24), torch.rand(1, 40, 3, 16, 24)
-    other_first_pose = labels.clone()
-    other_first_pose[:, 0] = torch.rand(1, 3, 16, 24)
-    noise = lambda m: rollout_noise(m, 0, [0], 0, 16, 24, "cpu")  # noqa: E731
-    for reference_pose in (True, False):
-        m = VAE_Model(8, 4, 4, 8, output_activation="warp_ref", reference_pose=reference_pose).eval()
-        torch.nn.init.normal_(m.Generator[-1].weight, std=0.1)
-        assert next(m.Decoder_Fusion.parameters()).shape[1] == 8 + 4 + 4 + 8 + 4 * reference_pose  # + p_0's features
-        out = m.rollout(first, labels, noise(m))
-        # label 0 is never a step's own pose: only the reference reads it (3 chunks of 16: it reaches the last)
-        changed = (m.rollout(first, other_first_pose, noise(m)) - out)[:, 33:].abs().max()
-        assert (changed > 0) == reference_pose
-    with pytest.raises(ValueError, match="--reference_pose needs --output_activation warp_ref"):
-        VAE_Model(8, 4, 4, 8, output_activation="warp", reference_pose=True)
-
-
-@pytest.mark.parametrize("given_anchor", [False, True])
-def test_reference_pose_label_is_normalised_with_the_clip_in_training(given_anchor):
-    # In train mode BatchNorm normalises by the batch: p_0 alone (B samples) would get other statistics.
-    torch.manual_seed(0)
-    m = VAE_Model(8, 4, 4, 8, output_activation="warp_ref", reference_pose=True).train()
-    img, label = torch.rand(2, 5, 3, 16, 24), torch.rand(2, 5, 3, 16, 24)
-    anchor = m.anchor(torch.rand(2, 3, 16, 24), torch.rand(2, 3, 16, 24)) if given_anchor else None
-    calls = []
-    m.label_transformation.register_forward_hook(lambda mod, inputs, out: calls.append(out))
-    m.clip_loss(img, label, 1.0, teacher_forcing=False, reference_frame=anchor)
-    first_pose = label[:, 0] if anchor is None else anchor[:, 3:6]
-    assert [len(c) for c in calls] == [2 * 4 + 2]  # one call: the clip's 4 labels and p_0, of both samples
-    calls.clear()
-    together = m.label_transformation(torch.cat([label[:, 1:].flatten(0, 1), first_pose]))[-2:]
-    alone = m.label_transformation(first_pose)
-    assert not torch.allclose(together, alone, atol=1e-3)  # the statistics differ, so the test can tell
-    fused = m.Decoder_Fusion
-    seen = []
-    fused.register_forward_hook(lambda mod, inputs, out: seen.append(inputs[-1]))
-    m.clip_loss(img, label, 1.0, teacher_forcing=False, reference_frame=anchor)
-    assert torch.allclose(seen[0][:, -4:], together, atol=1e-6)  # the decoder reads p_0's features from that call
-
 
 def test_rollouts_sample_z_from_the_learned_prior():
     torch.manual_seed(0)
@@ -265,6 +162,6 @@ def test_rollouts_sample_z_from_the_learned_prior():
     z = m.prior_sample(prev_feat, label_feat, eps)
     assert torch.allclose(z, mu + torch.exp(logvar / 2) * eps, atol=1e-6) and not torch.allclose(z, eps, atol=1e-2)
     # a rollout step decodes that z, not the raw noise
-    want = m.decode(m.start(prev), prev_feat, label_feat, z)
-    assert torch.allclose(m.next_frame(m.start(prev), label_feat, eps), want, atol=1e-6)
-    assert not torch.allclose(m.decode(m.start(prev), prev_feat, label_feat, eps), want, atol=1e-4)
+    want = m.decode(prev, prev_feat, label_feat, z)
+    assert torch.allclose(m.next_frame(prev, label_feat, eps), want, atol=1e-6)
+    assert not torch.allclose(m.decode(prev, prev_feat, label_feat, eps), want, atol=1e-4)

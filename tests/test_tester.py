@@ -115,7 +115,7 @@ def test_streamed_tester_with_k_samples_writes_sample_0(trained, tmp_path, monke
 
 
 def test_rollout_hands_each_chunk_to_on_chunk():
-    model = VAE_Model(8, 4, 4, 8, output_activation="residual").eval()
+    model = VAE_Model(8, 4, 4, 8, output_activation="warp").eval()
     torch.nn.init.normal_(model.Generator[-1].weight, std=0.1)
     g = torch.Generator().manual_seed(0)
     first, labels = torch.rand(2, 3, 16, 24, generator=g), torch.rand(2, 40, 3, 16, 24, generator=g)
@@ -228,7 +228,7 @@ def test_bf16_rollout_stays_within_0_3_db(trained, tmp_path):
 def test_rollout_copies_each_chunk_out_of_a_reused_padded_buffer():
     """What a CUDA graph does (one output buffer, overwritten each call; short chunks padded to full
     length), done on CPU: the rollout must equal the plain one."""
-    model = VAE_Model(8, 4, 4, 8, output_activation="residual").eval()
+    model = VAE_Model(8, 4, 4, 8, output_activation="warp").eval()
     torch.nn.init.normal_(model.Generator[-1].weight, std=0.1)
     g = torch.Generator().manual_seed(0)
     first, labels = torch.rand(2, 3, 16, 24, generator=g), torch.rand(2, 21, 3, 16, 24, generator=g)  # 16 + 4

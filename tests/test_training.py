@@ -8,6 +8,8 @@ import pytest
 import torch
 
 import checkpoint
+import config
+import runs
 import Trainer
 from conftest import TINY, moving_square
 from model import VAE_Model
@@ -47,11 +49,11 @@ def test_every_frame_reaches_the_loss(per_frame, teacher_forcing):
 def test_graphed_clip_loss_falls_back_to_the_eager_loss_and_says_so(capfd):
     import copy
     from cuda_graphs import GraphedClipLoss
-    model = VAE_Model(8, 4, 4, 8, output_activation="warp_ref")
+    model = VAE_Model(8, 4, 4, 8, output_activation="pose_shift")
     torch.nn.init.normal_(model.Generator[-1].weight, std=0.1)  # flows that depend on the previous frame
     eager = copy.deepcopy(model)
     img, label = clip()
-    eps, reference = torch.randn(2, 4, 4, 16, 24), torch.rand(2, 3, 16, 24)
+    eps, reference = torch.randn(2, 4, 4, 16, 24), torch.rand(2, 6, 16, 24)
     graphed = GraphedClipLoss(model, amp=False, detach_prev=True, per_frame=False)
     got = graphed(img, label, 0.5, False, eps, reference)
     assert graphed.failed and "capture of the training step failed" in capfd.readouterr().err
@@ -66,13 +68,12 @@ def test_graphed_clip_loss_falls_back_to_the_eager_loss_and_says_so(capfd):
     assert "failed" not in capfd.readouterr().err
 
 
-@pytest.mark.parametrize("activation,prior", [("sigmoid", "fixed"), ("residual", "fixed"), ("sigmoid", "learned"),
-                                              ("warp", "fixed"), ("warp_ref", "fixed"), ("warp_ref", "learned"),
-                                              ("warp_acc", "fixed")])
+@pytest.mark.parametrize("activation,prior", [("sigmoid", "fixed"), ("sigmoid", "learned"), ("warp", "fixed"),
+                                              ("pose_shift", "fixed"), ("pose_shift", "learned")])
 @pytest.mark.parametrize("teacher_forcing", [True, False])
 def test_batched_over_time_equals_frame_by_frame_in_eval_mode(teacher_forcing, activation, prior):
     model = VAE_Model(8, 4, 4, 8, output_activation=activation, prior=prior).eval()
-    torch.nn.init.normal_(model.Generator[-1].weight)  # residual and warp start at zero: make it matter
+    torch.nn.init.normal_(model.Generator[-1].weight)  # warp and pose_shift start at zero: make it matter
     if prior == "learned":  # the prior head starts at N(0, I): make it matter
         torch.nn.init.normal_(model.Learned_Prior[-1].weight, std=0.1)
     img, label = clip()
@@ -123,39 +124,37 @@ def test_learned_prior_trains_end_to_end_and_the_tester_uses_it(tiny_data, tmp_p
 
 def test_quick_recipe_trains_a_warp_model_that_the_tester_rolls_out(tiny_data, tmp_path):
     ckpt, model, arch = train_then_test(tiny_data, tmp_path, "--preset", "quick", "--num_epoch", "1", "--partial", "1")
-    assert ckpt["args"]["output_activation"] == "warp" and ckpt["args"]["detach_prev"] is True
+    assert ckpt["args"]["output_activation"] == "pose_shift" and ckpt["args"]["detach_prev"] is True
+    assert ckpt["args"]["reference_gap"] == 128
     assert ckpt["args"]["ema"] == 0.99 and "train_state_dict" in ckpt  # the Tester rolled out the average
-    assert ckpt["state_dict"]["Generator.7.weight"].shape[0] == 2 and ckpt["state_dict"]["Generator.7.weight"].abs().sum() > 0
-    assert arch.output_activation == "warp" and model.Generator.output_activation == "warp"
-    assert model.Generator.flow_deadzone == Trainer.PRESETS["quick"]["flow_deadzone"] > 0  # from the checkpoint
+    assert ckpt["state_dict"]["Generator.7.weight"].shape[0] == 12 and ckpt["state_dict"]["Generator.7.weight"].abs().sum() > 0
+    assert arch.output_activation == "pose_shift" and model.head.name == "pose_shift"
+    assert model.head.flow_deadzone == config.PRESETS["quick"]["flow_deadzone"] > 0  # from the checkpoint
     import Tester
     path = str(tmp_path / "run" / "last.ckpt")
     other, _ = Tester.load_model(Tester.parse_args(["--ckpt_path", path, "--device", "cpu", "--flow_deadzone", "0"]))
-    assert other.Generator.flow_deadzone == 0
+    assert other.head.flow_deadzone == 0
 
 
-@pytest.mark.parametrize("activation,tolerance", [("residual", 1.001e-3),  # exact up to the logit clamp at 1e-3
-                                                  ("warp", 1e-5), ("warp_acc", 1e-5)])  # float rounding in grid_sample
-def test_untrained_residual_and_warp_models_copy_the_previous_frame(activation, tolerance):
+def test_untrained_warp_models_copy_the_previous_frame(tolerance=1e-5):  # float rounding in grid_sample
     from model import rollout_noise
-    model = VAE_Model(8, 4, 4, 8, output_activation=activation).eval()
+    model = VAE_Model(8, 4, 4, 8, output_activation="warp").eval()
     first, labels = torch.rand(2, 3, 16, 24), torch.rand(2, 6, 3, 16, 24)
     out = model.rollout(first, labels, rollout_noise(model, 0, [0, 1], 0, 16, 24, "cpu"))
     assert (out - first[:, None]).abs().max() < tolerance
 
 
 def test_flow_deadzone_zeroes_small_flows_in_eval_mode_only():
-    from modules.modules import Generator, warp
-    gen = Generator(8, 3, "warp", flow_deadzone=0.1)
-    with torch.no_grad():
-        gen[-1].bias.copy_(torch.tensor([0.05, 0.3]))  # the head outputs a constant flow (0.05, 0.3) pixels
-    x, prev = torch.rand(2, 8, 6, 10), torch.rand(2, 3, 6, 10)
+    from modules.heads import WarpHead, warp_by_flow as warp
+    head = WarpHead(flow_deadzone=0.1)
+    prev = torch.rand(2, 3, 6, 10)
     flow = lambda fx, fy: torch.tensor([fx, fy]).view(1, 2, 1, 1).expand(2, 2, 6, 10)  # noqa: E731
-    gen.train()
-    assert torch.allclose(gen(x, prev), warp(prev, flow(0.05, 0.3)), atol=1e-6)
-    gen.eval()
-    assert torch.allclose(gen(x, prev), warp(prev, flow(0.0, 0.3)), atol=1e-6)
-    assert not torch.allclose(gen(x, prev), warp(prev, flow(0.05, 0.3)), atol=1e-4)
+    x = flow(0.05, 0.3)  # the last conv outputs a constant flow (0.05, 0.3) pixels
+    head.train()
+    assert torch.allclose(head(x, prev), warp(prev, flow(0.05, 0.3)), atol=1e-6)
+    head.eval()
+    assert torch.allclose(head(x, prev), warp(prev, flow(0.0, 0.3)), atol=1e-6)
+    assert not torch.allclose(head(x, prev), warp(prev, flow(0.05, 0.3)), atol=1e-4)
 
 
 def test_warp_model_learns_to_move_a_square_better_than_copying():
@@ -175,11 +174,11 @@ def test_warp_model_learns_to_move_a_square_better_than_copying():
     assert mse.item() < 0.5 * copy.item()
 
 
-def test_quick_and_recommended_presets_train_the_warp_recipe(capsys):
+def test_quick_and_recommended_presets_train_the_pose_shift_recipe(capsys):
     for name in ("quick", "recommended"):
         a = Trainer.parse_args(["--preset", name])
-        assert (a.output_activation, a.tfr, a.tfr_d_step, a.detach_prev, a.kl_anneal_type, a.milestones, a.ema) == \
-            ("warp", 0.0, 0.0, True, "None", [], 0.99)
+        assert (a.output_activation, a.reference_gap, a.tfr, a.tfr_d_step, a.detach_prev, a.kl_anneal_type,
+                a.milestones, a.ema) == ("pose_shift", 128, 0.0, 0.0, True, "None", [], 0.99)
         assert a.flow_deadzone == 0.05
     q, r = Trainer.parse_args(["--preset", "quick"]), Trainer.parse_args(["--preset", "recommended"])
     assert (q.F_dim, q.L_dim, q.N_dim, q.D_out_dim, q.batch_size, q.num_epoch, q.train_vi_len, q.partial) == \
@@ -322,7 +321,7 @@ def test_course_flags_and_defaults():
         assert Trainer.parse_args(["--kl_anneal_type", spelling]).kl_anneal_type == "None"
     assert Trainer.parse_args(["--no_sanity"]).no_sanity  # a course flag, accepted
     q = Trainer.parse_args(["--preset", "quick", "--batch_size", "2"])
-    assert q.batch_size == 2 and q.F_dim == Trainer.PRESETS["quick"]["F_dim"]
+    assert q.batch_size == 2 and q.F_dim == config.PRESETS["quick"]["F_dim"]
 
 
 # -- the program ----------------------------------------------------------------------------
@@ -336,7 +335,7 @@ def test_end_to_end_writes_every_output(tiny_data, tmp_path, capsys):
                  "contact_sheet_epoch=0.png", "contact_sheet_epoch=1.png"):
         assert (out / name).is_file(), name
     rows = (out / "history.csv").read_text().splitlines()
-    assert rows[0].split(",") == Trainer.HISTORY_FIELDS and len(rows) == 3
+    assert rows[0].split(",") == runs.HISTORY_FIELDS and len(rows) == 3
     for row in csv.DictReader(open(out / "history.csv")):  # the pose-region scores, finite on every epoch
         region = [float(row[k]) for k in ("val_region_psnr", "copy_region_psnr", "val_region_ssim")]
         assert all(math.isfinite(v) for v in region) and -1 <= region[2] <= 1
@@ -363,7 +362,7 @@ def test_resume_is_bit_exact(tiny_data, tmp_path, ema):
     assert a["tfr"] == b["tfr"] and a["kl_anneal"] == b["kl_anneal"] and a.get("ema_updates") == b.get("ema_updates")
     history_a = (tmp_path / "a" / "history.csv").read_text().splitlines()
     history_b = (tmp_path / "b" / "history.csv").read_text().splitlines()
-    strip_seconds = lambda rows: [[v for k, v in zip(Trainer.HISTORY_FIELDS, r.split(",")) if k not in ("seconds", "minutes")]
+    strip_seconds = lambda rows: [[v for k, v in zip(runs.HISTORY_FIELDS, r.split(",")) if k not in ("seconds", "minutes")]
                                   for r in rows]  # noqa: E731
     assert strip_seconds(history_a) == strip_seconds(history_b)
 
@@ -404,11 +403,8 @@ def test_resume_with_other_architecture_names_the_flag(tiny_data, tmp_path):
     Trainer.main(run_args(tiny_data, tmp_path / "a", "--num_epoch", "1"))
     with pytest.raises(checkpoint.CheckpointError, match="--F_dim 16 differs"):
         Trainer.main(["--ckpt_path", str(tmp_path / "a" / "last.ckpt"), "--F_dim", "16", "--num_epoch", "1"])
-    old = checkpoint.load(tmp_path / "a" / "last.ckpt")
-    del old["args"]["reference_pose"]  # a checkpoint from before the flag: it means False
-    torch.save(old, tmp_path / "a" / "last.ckpt")
-    with pytest.raises(checkpoint.CheckpointError, match="--reference_pose True differs from the checkpoint's False"):
-        Trainer.main(["--ckpt_path", str(tmp_path / "a" / "last.ckpt"), "--reference_pose", "--num_epoch", "1"])
+    with pytest.raises(checkpoint.CheckpointError, match="--output_activation warp differs from the checkpoint's sigmoid"):
+        Trainer.main(["--ckpt_path", str(tmp_path / "a" / "last.ckpt"), "--output_activation", "warp", "--num_epoch", "1"])
 
 
 def test_a_resume_into_a_new_folder_writes_its_own_best(tiny_data, tmp_path):
@@ -424,13 +420,13 @@ def test_a_resume_into_a_new_folder_writes_its_own_best(tiny_data, tmp_path):
 
 def test_best_is_chosen_by_the_region_score_not_the_full_frame():
     """Epoch 1's empty room beats epoch 0 on the full frame (background) but loses on the dancer: epoch 0 stays best."""
-    run = Trainer.new_run(Trainer.parse_args([]))
+    run = runs.RunState.new(Trainer.parse_args([]))
     epochs = [{"val_psnr": 24.0, "val_region_psnr": 18.0}, {"val_psnr": 26.0, "val_region_psnr": 12.0},
               {"val_psnr": 23.0, "val_region_psnr": 19.0}]
     chosen = [Trainer.new_best(run, e["val_region_psnr"], best_exists=i > 0) for i, e in enumerate(epochs)]
-    assert chosen == [True, False, True] and run["best_region_psnr"] == 19.0
+    assert chosen == [True, False, True] and run.best_region_psnr == 19.0
     assert Trainer.new_best(run, 5.0, best_exists=False)  # a folder without best.ckpt gets one, whatever the score
-    assert run["best_region_psnr"] == 5.0
+    assert run.best_region_psnr == 5.0
 
 
 def test_resuming_a_run_from_before_the_region_score(tiny_data, tmp_path, capsys):
@@ -442,7 +438,7 @@ def test_resuming_a_run_from_before_the_region_score(tiny_data, tmp_path, capsys
     del old["best_region_psnr"]
     torch.save(old, tmp_path / "a" / "last.ckpt")
     history = tmp_path / "a" / "history.csv"
-    old_fields = Trainer.HISTORY_FIELDS[:Trainer.HISTORY_FIELDS.index("minutes") + 1]
+    old_fields = runs.HISTORY_FIELDS[:runs.HISTORY_FIELDS.index("minutes") + 1]
     rows = list(csv.DictReader(open(history)))
     with open(history, "w", newline="") as f:  # as an older version wrote it
         writer = csv.DictWriter(f, fieldnames=old_fields, extrasaction="ignore")
@@ -453,23 +449,8 @@ def test_resuming_a_run_from_before_the_region_score(tiny_data, tmp_path, capsys
     best = checkpoint.load(tmp_path / "a" / "best.ckpt")
     assert best["epoch"] == 1 and math.isfinite(best["best_region_psnr"])
     rows = list(csv.DictReader(open(history)))
-    assert list(rows[0]) == Trainer.HISTORY_FIELDS and rows[0]["val_region_psnr"] == ""
+    assert list(rows[0]) == runs.HISTORY_FIELDS and rows[0]["val_region_psnr"] == ""
     assert float(rows[1]["val_region_psnr"]) == pytest.approx(best["best_region_psnr"], abs=1e-4)
-
-
-def test_averaged_weights_validate_but_do_not_resume(tiny_data, tmp_path):
-    Trainer.main(run_args(tiny_data, tmp_path / "a", "--num_epoch", "1", "--ema", "0.9"))
-    ckpt = checkpoint.load(tmp_path / "a" / "last.ckpt")
-    averaged = {"state_dict": ckpt["state_dict"], "args": ckpt["args"], "epoch": 0}  # average_checkpoints.py's keys
-    torch.save(averaged, tmp_path / "avg.ckpt")
-    result = Trainer.main(["--ckpt_path", str(tmp_path / "avg.ckpt"), "--test", "--device", "cpu",
-                           "--save_root", str(tmp_path / "v")])
-    validated = float(next(csv.DictReader(open(tmp_path / "a" / "history.csv")))["val_psnr"])
-    assert abs(result["val_psnr"] - validated) < 1e-4  # these weights (the EMA), not fresh or raw ones
-    with pytest.raises(checkpoint.CheckpointError, match="avg.ckpt: weights without an optimizer state"):
-        Trainer.main(["--ckpt_path", str(tmp_path / "avg.ckpt"), "--num_epoch", "1", "--device", "cpu",
-                      "--save_root", str(tmp_path / "c")])
-
 
 def test_changed_kl_flags_start_a_new_stage(tiny_data, tmp_path, capsys):
     Trainer.main(run_args(tiny_data, tmp_path / "a", "--num_epoch", "2", "--kl_anneal_type", "Monotonic"))
@@ -512,8 +493,8 @@ def test_non_finite_steps_are_skipped_counted_and_stop_the_run(tiny_data, tmp_pa
     out = tmp_path / "r"
     Trainer.main(run_args(tiny_data, out, "--num_epoch", "1"))
     row = (out / "history.csv").read_text().splitlines()[1].split(",")
-    assert row[Trainer.HISTORY_FIELDS.index("bad_steps")] == "2"
-    assert math.isfinite(float(row[Trainer.HISTORY_FIELDS.index("train_loss")]))
+    assert row[runs.HISTORY_FIELDS.index("bad_steps")] == "2"
+    assert math.isfinite(float(row[runs.HISTORY_FIELDS.index("train_loss")]))
     before = torch.load(out / "last.ckpt", weights_only=True)["state_dict"]
     calls["n"], poisoned = 0, set(range(1, 100))
     with pytest.raises(FloatingPointError, match="3 non-finite losses or gradients in a row"):
@@ -564,7 +545,7 @@ def test_truncated_and_foreign_checkpoints(tmp_path):
     # the error names the flag that shapes the modules at fault
     for model, flag in ((VAE_Model(8, 4, 4, 8, prior="learned"), "--prior"),
                         (VAE_Model(8, 4, 4, 8, output_activation="warp"), "--output_activation"),
-                        (VAE_Model(8, 4, 4, 8, output_activation="warp_ref", reference_pose=True), "--reference_pose")):
+                        (VAE_Model(8, 4, 4, 8, output_activation="pose_shift"), "--output_activation")):
         with pytest.raises(checkpoint.CheckpointError, match=f"good.ckpt: weights do not fit .*check .*{flag}"):
             checkpoint.load_weights(model, checkpoint.load(good)["state_dict"], good)
 
@@ -634,10 +615,10 @@ def test_counts_below_one_are_refused(flag, capsys):
 def test_history_of_an_older_version_is_rewritten_under_the_new_columns(tmp_path):
     path = tmp_path / "history.csv"
     path.write_text("epoch,train_loss,seconds\n0,1.5,3.0\n")
-    Trainer.append_history(path, {k: 1 for k in Trainer.HISTORY_FIELDS})
+    runs.append_history(path, {k: 1 for k in runs.HISTORY_FIELDS})
     import csv
     rows = list(csv.DictReader(open(path)))
-    assert list(rows[0].keys()) == Trainer.HISTORY_FIELDS
+    assert list(rows[0].keys()) == runs.HISTORY_FIELDS
     assert rows[0]["train_loss"] == "1.5" and rows[0]["seconds"] == "3.0" and rows[0]["val_ssim"] == ""
     assert rows[1]["val_ssim"] == "1"
 
@@ -663,17 +644,6 @@ class RampFrames:
 class RampWithLabels(RampFrames):
     """RampFrames whose label of frame i is 255 - i: a label that differs from its frame."""
     labels = 255 - RampFrames.frames
-
-
-def test_frame_stride_clips_take_every_kth_frame_and_stride_1_is_the_course():
-    course = ClipSampler(RampFrames, "cpu")
-    assert course.num_clips(1.0) == 10 and course.num_clips(0.5) == 5
-    strided = ClipSampler(RampWithLabels, "cpu", stride=3)
-    assert strided.num_clips(1.0) == 8  # the last start, 28, takes frames 28..37
-    img, label = strided.clips(torch.tensor([0, 7]))
-    assert (img[:, :, 0, 0, 0] * 255).round().tolist() == [[0, 3, 6, 9], [28, 31, 34, 37]]
-    assert (label[:, :, 0, 0, 0] * 255).round().tolist() == [[255, 252, 249, 246], [227, 224, 221, 218]]  # their own
-
 
 def test_max_minutes_stops_before_an_epoch_that_would_overrun(tiny_data, tmp_path, capsys):
     Trainer.main(run_args(tiny_data, tmp_path / "run", "--num_epoch", "3", "--max_minutes", "1e-6"))
@@ -720,28 +690,16 @@ def test_reference_gap_draws_earlier_frames_per_clip_and_keeps_the_clip_order(ca
     assert "--reference_gap must be >= 0" in capsys.readouterr().err
 
 
-def test_reference_pose_gap_gives_each_reference_frame_with_its_own_pose_label(capsys):
+def test_reference_gap_gives_each_reference_frame_with_its_own_pose_label():
     sampler = ClipSampler(RampWithLabels, "cpu")
-    for img, label, ref in sampler.epoch_batches(1.0, 2, seed=1, epoch=3, reference_gap=6, reference_pose=True):
+    for img, label, ref in sampler.epoch_batches(1.0, 2, seed=1, epoch=3, reference_gap=6):
         assert ref.shape == (2, 6, 1, 1)  # VAE_Model.anchor(): x_0, then p_0
         assert torch.allclose(ref[:, 3:], 1 - ref[:, :3])  # the label of the same frame
         assert ((img[:, 0] - ref[:, :3]) * 255).round().min() >= 0  # drawn at or before the clip's start
-    with pytest.raises(SystemExit):
-        Trainer.parse_args(["--reference_pose"])
-    assert "--reference_pose needs --output_activation warp_ref, got sigmoid" in capsys.readouterr().err
-
-
-def test_reference_pose_with_a_lagged_start_anchors_the_lagged_frame_with_its_own_pose():
-    sampler = ClipSampler(RampWithLabels, "cpu")
-    for img, label, anchor in sampler.epoch_batches(1.0, 2, seed=1, epoch=0, start_lag=5, reference_pose=True):
-        assert anchor.shape == (2, 6, 1, 1) and torch.allclose(anchor[:, 3:], 1 - anchor[:, :3])  # a true pair
-        assert torch.equal(anchor[:, :3], img[:, 0])  # the lagged start itself, not the clip's first pose
-    assert all(ref is None for _, _, ref in sampler.epoch_batches(1.0, 2, seed=1, epoch=0, start_lag=5))
-
 
 @pytest.mark.parametrize("teacher_forcing", [True, False])
-def test_reference_pose_clip_loss_reads_the_first_label_and_batches_like_frame_by_frame(teacher_forcing):
-    model = VAE_Model(8, 4, 4, 8, output_activation="warp_ref", reference_pose=True).eval()
+def test_pose_shift_clip_loss_reads_the_first_label_and_batches_like_frame_by_frame(teacher_forcing):
+    model = VAE_Model(8, 4, 4, 8, output_activation="pose_shift").eval()
     torch.nn.init.normal_(model.Generator[-1].weight, std=0.1)
     img, label = clip()
     eps = torch.randn(2, 4, 4, 16, 24)
@@ -754,23 +712,24 @@ def test_reference_pose_clip_loss_reads_the_first_label_and_batches_like_frame_b
     assert (loss(label) - loss(other)).abs().max() > 0
 
 
-def test_reference_pose_trains_end_to_end_and_the_tester_rebuilds_it(tiny_data, tmp_path):
-    ckpt, model, arch = train_then_test(tiny_data, tmp_path, "--output_activation", "warp_ref", "--reference_pose",
+def test_pose_shift_trains_end_to_end_and_the_tester_rebuilds_it(tiny_data, tmp_path):
+    ckpt, model, arch = train_then_test(tiny_data, tmp_path, "--output_activation", "pose_shift",
                                         "--reference_gap", "3", "--tfr", "0", "--num_epoch", "1")
-    assert ckpt["args"]["reference_pose"] is True and arch.reference_pose is True and model.reference_pose
+    assert ckpt["args"]["output_activation"] == "pose_shift" and arch.output_activation == "pose_shift"
+    assert "head.keypoints.classify.weight" in ckpt["state_dict"]
 
 
 @pytest.mark.parametrize("per_frame", [False, True])
-def test_clip_loss_reads_the_given_reference_frame_for_warp_ref_only(per_frame):
+def test_clip_loss_reads_the_given_reference_frame_for_pose_shift_only(per_frame):
     img, label = clip()
     eps = torch.randn(2, 4, 4, 16, 24)
-    for activation in ("warp_ref", "warp"):
+    for activation in ("pose_shift", "warp"):
         torch.manual_seed(0)
         model = VAE_Model(8, 4, 4, 8, output_activation=activation).eval()
         torch.nn.init.normal_(model.Generator[-1].weight, std=0.1)
         loss = lambda ref: model.clip_loss(img, label, 1.0, False, per_frame=per_frame, eps=eps, reference_frame=ref)[0]  # noqa: E731
-        assert torch.equal(loss(None), loss(img[:, 0].clone()))  # the default is the clip's first frame
-        assert torch.equal(loss(None), loss(torch.rand(2, 3, 16, 24))) == (activation == "warp")
+        assert torch.equal(loss(None), loss(torch.cat([img[:, 0], label[:, 0]], 1)))  # the default: the clip's first
+        assert torch.equal(loss(None), loss(torch.rand(2, 6, 16, 24))) == (activation == "warp")
 
 
 def test_plotter_draws_one_at_a_time_and_reraises_a_drawing_error(capsys):
@@ -819,41 +778,20 @@ def test_amp_trains_in_bf16_on_cpu_too(tiny_data, tmp_path):
     assert math.isfinite(losses["bf16"]) and losses["bf16"] != losses["fp32"]  # autocast ran, and nothing blew up
     assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.2)
 
-
-def test_start_lag_replaces_only_each_clips_first_frame_by_an_earlier_one(capsys):
-    sampler = ClipSampler(RampFrames, "cpu")
-    plain = list(sampler.epoch_batches(1.0, 2, seed=1, epoch=3))
-    lagged = list(sampler.epoch_batches(1.0, 2, seed=1, epoch=3, start_lag=3))
-    lags = []
-    for (img, label, _), (img_l, label_l, _) in zip(plain, lagged):
-        assert torch.equal(img[:, 1:], img_l[:, 1:]) and torch.equal(label, label_l)  # targets and poses stay
-        lags += ((img[:, 0] - img_l[:, 0])[:, 0, 0, 0] * 255).round().tolist()
-    starts = [(img[:, 0, 0, 0, 0] * 255).round().tolist() for img, _, _ in plain]
-    assert all(0 <= lag <= 3 for lag in lags) and len(set(lags)) > 2  # drawn per clip, never a later frame
-    assert any(s == 0 for row in starts for s in row)  # clip 0 is in there: its start clamps at frame 0
-    again = list(sampler.epoch_batches(1.0, 2, seed=1, epoch=3, start_lag=3))
-    assert all(torch.equal(a[0], b[0]) for a, b in zip(again, lagged))  # a resume replays them
-    with pytest.raises(SystemExit):
-        Trainer.parse_args(["--start_lag", "-1"])
-    assert "--start_lag must be >= 0" in capsys.readouterr().err
-
-
 class TwoVideos(RampWithLabels):
     """RampWithLabels as two videos of 20 frames (frames 0..19 and 20..39)."""
     video_starts = np.array([0, 20])
 
 
-def test_clips_references_and_lags_stay_inside_their_video():
-    assert ClipSampler(TwoVideos, "cpu").num_clips(1.0) == 10  # 20 = 5 clips of 4: nothing crosses
-    strided = ClipSampler(TwoVideos, "cpu", stride=3)
-    assert strided.clip_ids(1.0).tolist() == [0, 1, 2, 5, 6, 7]  # a clip spans 10 frames: 12..21 and 16..25 cross
+def test_clips_and_references_stay_inside_their_video():
+    sampler = ClipSampler(TwoVideos, "cpu")
+    assert sampler.num_clips(1.0) == 10  # 20 = 5 clips of 4: nothing crosses
     video = lambda x: (x * 255).round() >= 20  # noqa: E731  (frame value = index)
     seen_clamped = False
     for epoch in range(3):
-        for img, _, ref in strided.epoch_batches(1.0, 2, seed=1, epoch=epoch, reference_gap=30, start_lag=30,
-                                                 reference_pose=True):
+        for img, _, ref in sampler.epoch_batches(1.0, 2, seed=1, epoch=epoch, reference_gap=30):
             clip = img[:, :, 0, 0, 0]
-            assert (video(clip) == video(clip[:, -1:])).all()  # the lagged first frame too
+            assert (video(clip) == video(clip[:, -1:])).all()
             assert (video(ref[:, 0, 0, 0]) == video(clip[:, -1])).all()
             seen_clamped |= bool(((ref[:, 0, 0, 0] * 255).round() == 20).any())
     assert seen_clamped  # a gap of up to 30 reaches the start of the second video
@@ -861,8 +799,8 @@ def test_clips_references_and_lags_stay_inside_their_video():
 
 def test_compare_plot_takes_histories_from_before_and_after_the_region_columns(tmp_path):
     import plotting
-    old_fields = Trainer.HISTORY_FIELDS[:Trainer.HISTORY_FIELDS.index("minutes") + 1]
-    for name, fields in (("old", old_fields), ("new", Trainer.HISTORY_FIELDS)):
+    old_fields = runs.HISTORY_FIELDS[:runs.HISTORY_FIELDS.index("minutes") + 1]
+    for name, fields in (("old", old_fields), ("new", runs.HISTORY_FIELDS)):
         with open(tmp_path / f"{name}.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=fields)
             writer.writeheader()
