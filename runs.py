@@ -164,7 +164,7 @@ def locked(save_root):
             except OSError:
                 raise checkpoint.CheckpointError(f"another Trainer is writing to {save_root} (it holds "
                                                  f"{save_root / '.lock'}); wait for it or give another --save_root")
-        for stale in save_root.glob(".*.tmp*"):  # temp files of a run killed while writing
+        for stale in save_root.glob(media.TEMP_GLOB):  # temp files of a run killed while writing
             stale.unlink(missing_ok=True)
         yield
 
