@@ -28,8 +28,8 @@ PRESETS = {
     "recommended": dict(batch_size=8, milestones=[], kl_anneal_type="None", output_activation="pose_shift", reference_gap=128,
                         tfr=0.0, tfr_sde=0, tfr_d_step=0.0, detach_prev=True, zero_init_posterior=True, ema=0.99,
                         flow_deadzone=0.05, amp=True, num_epoch=40, per_save=10, gif_every=10),
-    # The same recipe at CPU size: a narrow model, 4 short epochs on 2 cores.
-    "quick": dict(F_dim=32, L_dim=16, N_dim=8, D_out_dim=64, batch_size=2, num_epoch=4, train_vi_len=16,
+    # The same recipe at CPU size: a narrow model, 2 short epochs on 2 cores.
+    "quick": dict(F_dim=32, L_dim=16, N_dim=8, D_out_dim=64, batch_size=2, num_epoch=2, train_vi_len=16,
                   partial=0.5, per_save=1, milestones=[], kl_anneal_type="None", output_activation="pose_shift", reference_gap=128,
                   tfr=0.0, tfr_sde=0, tfr_d_step=0.0, detach_prev=True, zero_init_posterior=True, ema=0.99,
                   flow_deadzone=0.05),

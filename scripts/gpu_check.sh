@@ -58,7 +58,8 @@ for name in sys.argv[2:]:
     last, best = rows[-1], max(rows, key=lambda r: float(r["val_psnr"]))
     margin = min(float(f["prediction"]) - float(f["copy_first_frame"]) for f in frames)
     print(f"{name:16s} epochs {len(rows):3d} min {float(last['minutes']):5.2f} | last val {float(last['val_psnr']):6.2f} "
-          f"(copy {float(last['copy_psnr']):.2f}) min margin/frame {margin:+6.2f} | best {float(best['val_psnr']):6.2f} "
+          f"(copy {float(last['copy_psnr']):.2f}) region {float(last.get('val_region_psnr') or 'nan'):6.2f} "
+          f"(copy {float(last.get('copy_region_psnr') or 'nan'):.2f}) min margin/frame {margin:+6.2f} | best {float(best['val_psnr']):6.2f} "
           f"@ epoch {best['epoch']} | loss {float(last['train_loss']):.4f} tfr {last['tfr']}")
 PYEOF
 pack
