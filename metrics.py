@@ -68,14 +68,19 @@ def label_background(labels):
     return border.float().median(-1).values[..., None, None]
 
 
-def pose_region(labels, radius=2, threshold=0.1):
-    """Bool mask [..., H, W] of the pixels within `radius` px (square) of a pose label's skeleton,
-    i.e. of the pixels that differ from the label's background colour by more than `threshold`."""
+def skeleton(labels, threshold=0.1):
+    """Bool mask [..., H, W] of a pose label's skeleton: the pixels that differ from the label's
+    background colour by more than `threshold` in some channel."""
     labels = labels.float()
-    skeleton = (labels - label_background(labels)).abs().amax(-3) > threshold  # [..., H, W]
-    flat = skeleton.reshape(-1, 1, *skeleton.shape[-2:]).float()
+    return (labels - label_background(labels)).abs().amax(-3) > threshold
+
+
+def pose_region(labels, radius=2, threshold=0.1):
+    """Bool mask [..., H, W] of the pixels within `radius` px (square) of a pose label's skeleton."""
+    skeleton_mask = skeleton(labels, threshold)  # [..., H, W]
+    flat = skeleton_mask.reshape(-1, 1, *skeleton_mask.shape[-2:]).float()
     grown = torch.nn.functional.max_pool2d(flat, 2 * radius + 1, stride=1, padding=radius)
-    return grown.reshape(skeleton.shape) > 0
+    return grown.reshape(skeleton_mask.shape) > 0
 
 
 def region_psnr(pred, target, region, data_range=1.0):

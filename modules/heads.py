@@ -26,12 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
-def skeleton_weight(labels, threshold=0.1):
-    """[N,3,H,W] pose labels -> [N,1,H,W] 1 on the skeleton (pixels unlike the label's border colour)."""
-    border = torch.cat([labels[..., 0, :], labels[..., -1, :], labels[..., :, 0], labels[..., :, -1]], -1)
-    background = border.median(-1).values[..., None, None]
-    return ((labels - background).abs().amax(1, keepdim=True) > threshold).float()
+from metrics import skeleton  # the skeleton the pose-region metric scores, found the same way
 
 
 def translate(image, shift):
@@ -54,8 +49,8 @@ class PartKeypoints(nn.Module):
 
     def forward(self, labels):
         labels = labels.float()
-        skeleton = skeleton_weight(labels)
-        weights = torch.cat([skeleton, skeleton * torch.softmax(self.classify(labels), 1)], 1)  # [N, parts, H, W]
+        on_skeleton = skeleton(labels)[:, None].float()  # [N, 1, H, W]
+        weights = torch.cat([on_skeleton, on_skeleton * torch.softmax(self.classify(labels), 1)], 1)  # [N, parts, H, W]
         H, W = labels.shape[-2:]
         ys = torch.arange(H, device=labels.device, dtype=labels.dtype)
         xs = torch.arange(W, device=labels.device, dtype=labels.dtype)

@@ -142,11 +142,12 @@ def validation_psnr_both_ways(model, args, device, amp):
         fast = model.rollout(img[:, 0], label, noise(), step=rollout_step(model, device, amp))
     full = lambda pred: psnr_per_frame(pred[:, 1:].clamp(0, 1), img[:, 1:]).mean().item()  # noqa: E731
     region = lambda pred: region_scores(pred[:, None].float(), img, label)  # noqa: E731
+    region_plain = region(plain)
     return {"val_psnr_plain_fp32": full(plain), "val_psnr_fast": full(fast),
             "val_copy_psnr": copy_first_frame_psnr(img)[:, 1:].mean().item(),
-            "val_region_psnr_plain_fp32": region(plain)["psnr"].nanmean().item(),
+            "val_region_psnr_plain_fp32": region_plain["psnr"].nanmean().item(),
             "val_region_psnr_fast": region(fast)["psnr"].nanmean().item(),
-            "val_copy_region_psnr": region(plain)["copy_psnr"].nanmean().item()}
+            "val_copy_region_psnr": region_plain["copy_psnr"].nanmean().item()}
 
 
 def main(argv=None):
