@@ -269,10 +269,14 @@ def new_best(state, score, best_exists):
 
 
 def ensure_default_dataset(args):
-    """Generate the embedded synthetic dataset on first use when --DR is its folder."""
-    if Path(args.DR).resolve() == Path(DEFAULT_DR).resolve():
-        import synthetic
-        synthetic.ensure_dataset(args.DR)
+    """Generate an embedded synthetic dataset on first use when --DR is its folder: the default (data/synthetic,
+    the cartoon style) or data/footage (the footage style); synthetic.STYLE_ROOTS names them."""
+    import synthetic
+    roots = {**synthetic.STYLE_ROOTS, "cartoon": DEFAULT_DR}
+    for style, root in roots.items():
+        if Path(args.DR).resolve() == Path(root).resolve():
+            synthetic.ensure_dataset(args.DR, style=style)
+            return
 
 
 def load_data(args, ctx=None):

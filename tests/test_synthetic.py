@@ -280,3 +280,147 @@ def test_train_split_knows_where_each_video_starts(small_root, tmp_path):
     assert step(cut) > 5 * max(step(cut - 1), step(cut + 1))
     course = Dataset_Dance(make_dataset(tmp_path / "course"), mode="train", video_len=4, frame_H=16, frame_W=32)
     assert course.video_starts.tolist() == [0]  # a folder without the generator's marker: one video
+
+# -----------------------------------------------------------------------------
+# the footage style
+
+# sha256 over a cartoon TINY dataset (seed 3: every file's path and contents), recorded from synthetic.py before
+# the footage style existed, with Pillow 13.0.0 and numpy 2.4.6; another Pillow may anti-alias differently.
+CARTOON_TINY_SEED3 = "910dd6414e47bd32cbc2bc436d6468c49d94310c3785e3e82f7ac7b339f6e62f"
+OPENPOSE_PALETTE = np.array(synthetic.OPENPOSE_COLORS) / 255.0
+
+
+def tree_digest(root):
+    h = hashlib.sha256()
+    for path, digest in file_hashes(root).items():
+        h.update(path.encode())
+        h.update(bytes.fromhex(digest))
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def footage_root(tmp_path_factory):
+    return synthetic.generate(tmp_path_factory.mktemp("footage") / "data", seed=0, small=True, style="footage")
+
+
+def test_cartoon_default_is_unchanged(tmp_path):
+    import PIL
+    root = synthetic.generate(tmp_path / "data", seed=3, **TINY)
+    assert "style" not in (root / synthetic.MARKER).read_text()  # the marker too is the same file as before
+    if (PIL.__version__, np.__version__) == ("13.0.0", "2.4.6"):
+        assert tree_digest(root) == CARTOON_TINY_SEED3
+    # the footage style draws the same people and dances, so the same poses
+    for split, i in (("train", 1), ("test", 0)):
+        (p, d), (q, e) = synthetic.sample_video(3, split, i), synthetic.sample_video(3, split, i, "footage")
+        assert p == synthetic.sample_video(3, split, i, "cartoon")[0]
+        assert np.array_equal(synthetic.pose_at(p, d, 17), synthetic.pose_at(q, e, 17))
+
+
+def test_unknown_style_is_refused():
+    with pytest.raises(ValueError, match="--style"):
+        synthetic.SynthConfig(style="anime")
+    with pytest.raises(ValueError, match="--style"):
+        synthetic.make_config(small=True, style="anime")
+    assert set(synthetic.STYLE_ROOTS) == set(synthetic.STYLES) == {"cartoon", "footage"}
+
+
+def test_footage_layout_and_openpose_labels(footage_root):
+    cfg = synthetic.make_config(small=True, style="footage")
+    assert synthetic.is_complete(footage_root)
+    assert synthetic.marker_style(synthetic.read_marker(footage_root)) == "footage"
+    assert synthetic.expected_counts(cfg) == synthetic.expected_counts(synthetic.make_config(small=True))
+    for rel, n in synthetic.expected_counts(cfg).items():
+        assert synthetic.count_pngs(footage_root / rel) == n, rel
+    labels = sorted(footage_root.glob("val/val_label/*.png")) + sorted(footage_root.glob("test/test_label/0/*.png"))
+    for path in labels[::7]:
+        label = load(path).astype(int)
+        assert label.shape == (64, 128, 3)
+        border = np.concatenate([label[0], label[-1], label[:, 0], label[:, -1]])
+        assert border.max() == 0, path  # black background
+        bright = label[label.max(-1) > 60]
+        assert len(bright) > 60
+        # limbs and joints in OpenPose's palette: the colour's direction is a palette colour (limbs are the
+        # palette at 0.6 opacity over black, anti-aliased); only where two limbs cross is it a mixture
+        direction = bright / bright.max(-1, keepdims=True)
+        distance = np.abs(direction[:, None] - OPENPOSE_PALETTE[None]).max(-1).min(1)
+        assert (distance < 0.2).mean() > 0.9, path
+        assert label.max() == 255  # the joints are opaque dots
+    # the label of a frame is OpenPose's render of that frame's pose
+    person, dance = synthetic.sample_video(0, "val", 0, "footage")
+    frame, label, _ = synthetic.render(person, synthetic.pose_at(person, dance, 5), t=5)
+    assert np.array_equal(load(footage_root / "val/val_label/5.png"), np.asarray(label))
+    assert np.array_equal(load(footage_root / "val/val_img/5.png"), np.asarray(frame))
+    first = (footage_root / "test/test_img/1/frame0.png").read_bytes()
+    assert (footage_root / "test/test_gt/1/frame0.png").read_bytes() == first
+
+
+def test_footage_is_deterministic(tmp_path):
+    a = file_hashes(synthetic.generate(tmp_path / "a", seed=0, style="footage", **TINY))
+    b = file_hashes(synthetic.generate(tmp_path / "b", seed=0, style="footage", **{**TINY, "workers": 2}))
+    c = file_hashes(synthetic.generate(tmp_path / "c", seed=1, style="footage", **TINY))
+    assert a == b
+    assert all(a[k] != c[k] for k in a if k.startswith("train/train_img"))
+
+
+def test_footage_camera_has_noise_and_flicker_but_does_not_move():
+    person, dance = synthetic.sample_video(0, "val", 0, "footage")
+    renders = [synthetic.render(person, synthetic.pose_at(person, dance, t), t=t) for t in range(60)]
+    frames = np.stack([np.asarray(f).astype(float) for f, _, _ in renders])
+    room = ~dilate(np.any([m for _, _, m in renders], 0), 4)  # never near the dancer (nor their shadow)
+    assert room.mean() > 0.3
+    sigma = person.scene.noise_sigma
+    assert 2 <= sigma <= 4
+    # sensor noise: consecutive frames differ in the room, by about that of two Gaussians of sigma
+    steps = [np.abs(frames[t + 1] - frames[t])[room].mean() for t in range(10)]
+    assert all(0.8 * sigma < s < 1.6 * sigma for s in steps), (steps, sigma)
+    # a fixed camera: on average over the frames the room is frame 0's (up to frame 0's noise and flicker) and
+    # the static room itself
+    assert np.abs(frames.mean(0) - frames[0])[room].mean() < 1.5 * sigma
+    still = synthetic.box_mean(synthetic.footage_background(person.scene, (64, 128), 4), 4) * np.array(person.scene.grade)
+    assert np.abs(frames.mean(0) - still)[room].mean() < 2.5
+    # flicker: a smooth global gain of a few percent
+    gain = frames[:, room].mean((1, 2)) / still[room].mean()
+    assert np.abs(gain - 1).max() < 0.05 and np.ptp(gain) > 0.005
+    assert np.abs(np.diff(gain)).max() < 0.02
+
+
+def test_footage_texture_moves_with_the_body():
+    """The shirt's pattern is drawn in the torso's coordinates: moving the whole body moves the pattern with it."""
+    person, dance = next((p, d) for p, d in (synthetic.sample_video(0, "train", i, "footage") for i in range(20))
+                         if p.outfit.shirt.kind in ("stripes", "checks"))
+    pose = synthetic.pose_at(person, dance, 0)
+    parts = synthetic.figure_parts(person, pose, (64, 128))
+    shape, material, frame = next(part for part in parts if part[0][0] == "polygon")
+    assert (material, frame) == ("shirt", "torso")
+    x, y = np.meshgrid(np.linspace(-2, 2, 9), np.linspace(2, 8, 9))
+    x, y = x.ravel() + pose[synthetic.J["neck"], 0], y.ravel() + pose[synthetic.J["neck"], 1]
+    here = synthetic.shade_part(person, pose, shape, material, frame, x, y)
+    moved = pose + np.array([3.3, 1.7])
+    shape_moved = next(part[0] for part in synthetic.figure_parts(person, moved, (64, 128)) if part[0][0] == "polygon")
+    there = synthetic.shade_part(person, moved, shape_moved, material, frame, x + 3.3, y + 1.7)
+    assert np.allclose(here, there, atol=1e-3)
+    assert here.std(0).max() > 3  # and there is a pattern
+
+
+def test_style_change_regenerates_our_dataset(tmp_path):
+    root = synthetic.generate(tmp_path / "data", **TINY)
+    logs = []
+    synthetic.ensure_dataset(root, log=logs.append, style="footage", **TINY)
+    assert synthetic.is_complete(root) and synthetic.marker_style(synthetic.read_marker(root)) == "footage"
+    assert len(logs) == 1 and "cartoon style, not footage" in logs[0]
+    assert load(root / "val/val_label/0.png")[0, 0].tolist() == [0, 0, 0]
+    logs.clear()
+    synthetic.ensure_dataset(root, log=logs.append, style="footage", **TINY)
+    assert logs == []
+
+
+def test_cli_footage_dataset_and_contact_sheet(tmp_path, capsys):
+    root, sheet = tmp_path / "data", tmp_path / "sheet.png"
+    synthetic.main(["--root", str(root), "--small", "--style", "footage", "--contact_sheet", str(sheet)])
+    assert synthetic.is_complete(root) and synthetic.marker_style(synthetic.read_marker(root)) == "footage"
+    synthetic.main(["--root", str(root), "--small", "--style", "footage"])
+    assert "already complete" in capsys.readouterr().out
+    synthetic.contact_sheet({"seed": 0, "small": True, "style": "footage"}, tmp_path / "params.png")
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "params.png")), np.asarray(Image.open(sheet)))
+    with pytest.raises(SystemExit):
+        synthetic.main(["--root", str(tmp_path / "x"), "--style", "anime"])
