@@ -21,7 +21,8 @@ import distributed  # noqa: E402
 import media  # noqa: E402
 from cuda_graphs import rollout_step  # noqa: E402
 from dataloader import DatasetError, Dataset_Dance, load_test_gt  # noqa: E402
-from metrics import copy_first_frame_psnr, psnr_per_frame, region_scores, sample_summary, ssim  # noqa: E402
+from metrics import (against_baselines, psnr_per_frame, sample_summary, ssim, table_curves, table_means,  # noqa: E402
+                     versus_baselines)
 from model import VAE_Model, autocast  # noqa: E402
 
 
@@ -127,40 +128,38 @@ def load_test_data(args, size):
     return test, gt
 
 
+BASELINE_COLUMNS = {"copy": "copy_first_frame", "sticker": "sticker", "paste": "paste"}  # psnr.csv's names
+
+
 def score(pred, gt, labels, names, save_root):
-    """PSNR and SSIM per sequence and per frame against ground truth: pred [S,K,T,3,H,W] (K samples),
-    the mean over samples and the best sample per sequence, beside the copy-the-first-frame baseline;
-    and both over the pose region of frame t's label (labels uint8 [S,T,3,H,W]) only."""
+    """PSNR and SSIM per sequence and per frame against ground truth: pred [S,K,T,3,H,W] (K samples), the mean over
+    samples and the best sample per sequence; PSNR on the full frame, the pose region and the room, beside the
+    baselines that learn nothing (copy, sticker, paste; labels uint8 [S,T,3,H,W])."""
     import plotting  # matplotlib costs ~0.4 s of import: only runs with ground truth pay it
     gt = torch.from_numpy(gt).to(pred.device).float() / 255
-    region = region_scores(pred, gt, torch.from_numpy(labels).to(pred.device).float() / 255)
-    region_psnr, region_copy = region["psnr"].nanmean(1), region["copy_psnr"]  # [S, T-1]
+    table, _ = against_baselines(pred, gt, torch.from_numpy(labels).to(pred.device).float() / 255)
     K = pred.shape[1]
     target = gt[:, None, 1:].expand(-1, K, -1, -1, -1, -1)
     psnr, sim = psnr_per_frame(pred[:, :, 1:], target), ssim(pred[:, :, 1:], target)  # [S, K, T-1]
     summary = sample_summary(psnr, sim)
     psnr_best, sim_best = summary["psnr_best"], summary["ssim_best"]  # [S, T-1]
-    copy = copy_first_frame_psnr(gt)[:, 1:]
+    columns = {"psnr": psnr.mean((1, 2)), "ssim": sim.mean((1, 2)), "psnr_best_of_k": psnr_best.mean(1),
+               "ssim_best_of_k": sim_best.mean(1)}
+    for source, scores in table.items():
+        prefix = "" if source == "prediction" else BASELINE_COLUMNS[source] + "_"
+        columns.update({f"{prefix}{k}_psnr".replace("full_", ""): v.nanmean(1) for k, v in scores.items()})
+    columns = {k: v.tolist() for k, v in columns.items()}
     with open(save_root / "psnr.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["sequence", "psnr", "ssim", "psnr_best_of_k", "ssim_best_of_k", "copy_first_frame_psnr",
-                    "region_psnr", "copy_first_frame_region_psnr"])
-        per_seq = zip(names, psnr.mean((1, 2)).tolist(), sim.mean((1, 2)).tolist(), psnr_best.mean(1).tolist(),
-                      sim_best.mean(1).tolist(), copy.mean(1).tolist(), region_psnr.nanmean(1).tolist(),
-                      region_copy.nanmean(1).tolist())
-        for name, p, s, pb, sb, c, r, rc in per_seq:
-            w.writerow([name, *(f"{v:.4f}" for v in (p, s, pb, sb, c, r, rc))])
-            print(f"  sequence {name}: PSNR {p:.2f} dB, SSIM {s:.3f} (copy first frame {c:.2f} dB); "
-                  f"pose region {r:.2f} dB (copy {rc:.2f} dB)")
-    curves = {"prediction": psnr.mean((0, 1)).cpu(), "copy first frame": copy.mean(0).cpu()}
-    if K > 1:
-        curves[f"best of {K} samples"] = psnr_best.mean(0).cpu()
-    region_curves = {"prediction": region_psnr.nanmean(0).cpu(), "copy first frame": region_copy.nanmean(0).cpu()}
-    plotting.plot_psnr_per_frame(curves, save_root / "psnr_per_frame.png", region_curves=region_curves,
+        w.writerow(["sequence", *columns])
+        for s, name in enumerate(names):
+            w.writerow([name, *(f"{v[s]:.4f}" for v in columns.values())])
+            means = {source: {k: v[s].nanmean().item() for k, v in scores.items()} for source, scores in table.items()}
+            print(f"  sequence {name}: {versus_baselines(means)}, SSIM {columns['ssim'][s]:.3f}")
+    plotting.plot_psnr_per_frame(table_curves(table), save_root / "psnr_per_frame.png",
                                  title="test PSNR per frame (mean over sequences)")
     best_text = f"; best of {K}: PSNR {psnr_best.mean():.2f} dB, SSIM {sim_best.mean():.3f}" if K > 1 else ""
-    print(f"  mean PSNR {psnr.mean():.2f} dB, SSIM {sim.mean():.3f} (copy first frame {copy.mean():.2f} dB){best_text}; "
-          f"pose region PSNR {region_psnr.nanmean():.2f} dB (copy first frame {region_copy.nanmean():.2f} dB)")
+    print(f"  mean {versus_baselines(table_means(table))}, SSIM {sim.mean():.3f}{best_text}")
     return psnr
 
 

@@ -30,10 +30,11 @@ from ema import EMA
 from model import VAE_Model, autocast
 from runs import RunState, append_history, checkpoint_state
 from schedules import lr_at, next_tfr, use_teacher_forcing
-from validation import Plotter, plot_epoch, region_text, save_validation_media, validate
+from validation import Plotter, plot_epoch, save_validation_media, score_text, validate
 
 VAL_SCORES = ("val_mse", "val_psnr", "copy_psnr", "val_ssim", "val_psnr_best", "val_ssim_best", "val_region_psnr",
-              "copy_region_psnr", "val_region_ssim")
+              "copy_region_psnr", "val_region_ssim", "val_room_psnr", "copy_room_psnr", "sticker_psnr",
+              "sticker_region_psnr", "sticker_room_psnr", "paste_psnr", "paste_region_psnr", "paste_room_psnr")
 
 
 @dataclass
@@ -124,9 +125,8 @@ def validate_only(t, start_epoch):
         return None
     result = validate(t.model, t.val_set, t.args, t.device, t.rollout)
     save_validation_media(result, t.save_root, start_epoch - 1, gif=True)
-    plot_epoch(result, None, t.save_root, start_epoch - 1)
-    t.log(f"val PSNR {result['val_psnr']:.2f} dB (copy first frame {result['copy_psnr']:.2f} dB), "
-          f"SSIM {result['val_ssim']:.3f}, {region_text(result)}, val MSE {result['val_mse']:.5f} -> {t.save_root}")
+    plot_epoch(epoch_curves(result), None, t.save_root, start_epoch - 1)
+    t.log(f"{score_text(result)}, val MSE {result['val_mse']:.5f} -> {t.save_root}")
     return result
 
 
@@ -248,13 +248,15 @@ def save_epoch(t, epoch, row, t0):
     save_validation_media(result, root, epoch, gif=args.gif_every > 0 and epoch % args.gif_every == 0)
     row["seconds"], row["minutes"] = round(time.time() - t0, 2), round((time.time() - t.started) / 60, 3)
     append_history(root / "history.csv", row)
-    curves = {k: result[k] for k in ("psnr_per_frame", "psnr_best_per_frame", "copy_per_frame", "region_psnr_per_frame",
-                                     "copy_region_per_frame")}  # on the CPU
-    t.plotter.draw(plot_epoch, curves, plotting.read_history(root / "history.csv"), root, epoch)
+    t.plotter.draw(plot_epoch, epoch_curves(result), plotting.read_history(root / "history.csv"), root, epoch)
     t.log(f"epoch {epoch}: loss {row['train_loss']:.4f} (MSE {row['train_mse']:.5f}, KL {row['train_kl']:.2f}, "
-          f"beta {row['beta']:.2f}) tfr {row['tfr']:.2f} | val PSNR {result['val_psnr']:.2f} dB (copy first frame "
-          f"{result['copy_psnr']:.2f}) SSIM {result['val_ssim']:.3f} | {region_text(result)} | {row['seconds']:.0f} s"
+          f"beta {row['beta']:.2f}) tfr {row['tfr']:.2f} | {score_text(result)} | {row['seconds']:.0f} s"
           f"{' | best' if is_best else ''}")
+
+
+def epoch_curves(result):
+    """The per-frame curves plot_epoch draws (on the CPU already)."""
+    return {**result["curves"], "best_of_k": result["psnr_best_per_frame"]}
 
 
 def new_best(state, score, best_exists):

@@ -107,17 +107,124 @@ def region_ssim(pred, target, region, data_range=1.0, size=11):
     return value.reshape(shape[:-3])
 
 
-def region_scores(pred, target, labels):
-    """Pose-region scores of rollouts from frame 0, over frames 1..T-1: pred [S, K, T, C, H, W] (K samples),
-    target and labels [S, T, C, H, W], frame t's region from labels[:, t]. Returns "psnr" and "ssim"
-    [S, K, T-1], and "copy_psnr" [S, T-1] of repeating target's frame 0; NaN where a label shows no skeleton."""
+# -- baselines that learn nothing, and the room ------------------------------------------------------
+# A model must beat these before it has learned anything. Each is built from the first frame x_0 and the
+# pose labels alone, so they run on any dataset (white or black label backgrounds):
+#   copy:    every frame is x_0;
+#   sticker: x_0 moved by the skeleton centroid's displacement from p_0 to p_t;
+#   paste:   x_0, with the sticker pasted over the pixels within 3 px of p_t's skeleton.
+# The room is the pixels farther than 4 px from both p_0's and p_t's skeletons: with a fixed camera, nothing
+# changes there, so copying x_0 is exact (up to noise and flicker) and a model that slides the room loses.
+
+BASELINES = ("copy", "sticker", "paste")
+SCORES = ("full", "region", "room")  # full frame, pose region (near p_t's skeleton), room (far from both)
+PASTE_RADIUS, ROOM_RADIUS = 3, 4
+
+
+def translate(image, shift):
+    """image [N,C,H,W] moved by shift [N,2] pixels (x, y): out(p) = image(p - shift), bilinear, border."""
+    N, _, H, W = image.shape
+    theta = image.new_zeros(N, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1
+    theta[:, 0, 2] = -shift[:, 0] * (2 / max(W - 1, 1))
+    theta[:, 1, 2] = -shift[:, 1] * (2 / max(H - 1, 1))
+    grid = torch.nn.functional.affine_grid(theta, list(image.shape), align_corners=True)
+    return torch.nn.functional.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def skeleton_centroid(labels):
+    """(x, y) in pixels of the skeleton's centroid [..., 2], and whether the label shows a skeleton [...]."""
+    mask = skeleton(labels).float()  # [..., H, W]
+    H, W = mask.shape[-2:]
+    mass = mask.sum((-2, -1))
+    x = (mask.sum(-2) * torch.arange(W, device=mask.device)).sum(-1) / mass.clamp_min(1)
+    y = (mask.sum(-1) * torch.arange(H, device=mask.device)).sum(-1) / mass.clamp_min(1)
+    return torch.stack([x, y], -1), mass > 0
+
+
+def baseline_rollouts(first_frame, labels):
+    """{copy, sticker, paste}: [S, T, C, H, W] each, from x_0 [S, C, H, W] and the labels [S, T, C, H, W]."""
+    S, T = labels.shape[:2]
+    first_frame = first_frame.float()
+    centre, seen = skeleton_centroid(labels)  # [S, T, 2], [S, T]
+    shift = (centre - centre[:, :1]) * (seen & seen[:, :1])[..., None]
+    sticker = translate(first_frame.repeat_interleave(T, 0), shift.flatten(0, 1)).unflatten(0, (S, T))
+    near = pose_region(labels, PASTE_RADIUS)[:, :, None]  # [S, T, 1, H, W]
+    copy = first_frame[:, None].expand_as(sticker)
+    return {"copy": copy, "sticker": sticker, "paste": torch.where(near, sticker, copy)}
+
+
+def room_region(labels, radius=ROOM_RADIUS):
+    """Bool mask [S, T, H, W] of the pixels farther than `radius` px from both p_0's and p_t's skeletons."""
+    return ~(pose_region(labels, radius) | pose_region(labels[:, :1], radius))
+
+
+def rollout_scores(pred, target, labels):
+    """Full-frame, pose-region and room PSNR of rollouts from frame 0, over frames 1..T-1: pred [S, K, T, C, H, W]
+    (K samples), target and labels [S, T, C, H, W]. Returns {"full", "region", "room"} [S, K, T-1] and
+    "region_ssim" [S, K, T-1]; NaN where a region is empty (a label with no skeleton, a room with no pixel)."""
     if pred.shape[:1] + pred.shape[2:] != target.shape or labels.shape != target.shape:
-        raise ValueError(f"region_scores: pred {tuple(pred.shape)} needs target and labels of shape "
+        raise ValueError(f"rollout_scores: pred {tuple(pred.shape)} needs target and labels of shape "
                          f"{(pred.shape[0], *pred.shape[2:])}, got {tuple(target.shape)} and {tuple(labels.shape)}")
-    region = pose_region(labels[:, 1:])  # [S, T-1, H, W]
-    frames = target[:, 1:]
-    per_sample = region[:, None].expand(-1, pred.shape[1], -1, -1, -1)
-    truth = frames[:, None].expand_as(pred[:, :, 1:])
-    return {"psnr": region_psnr(pred[:, :, 1:], truth, per_sample),
-            "ssim": region_ssim(pred[:, :, 1:], truth, per_sample),
-            "copy_psnr": region_psnr(target[:, :1].expand_as(frames), frames, region)}
+    K = pred.shape[1]
+    truth = target[:, None, 1:].float().expand(-1, K, -1, -1, -1, -1)
+    near = pose_region(labels[:, 1:])[:, None].expand(-1, K, -1, -1, -1)  # [S, K, T-1, H, W]
+    room = room_region(labels)[:, None, 1:].expand(-1, K, -1, -1, -1)
+    pred = pred[:, :, 1:]
+    return {"full": psnr(pred.float(), truth), "region": region_psnr(pred, truth, near),
+            "room": region_psnr(pred, truth, room), "region_ssim": region_ssim(pred, truth, near)}
+
+
+def baseline_scores(target, labels):
+    """{baseline: {"full", "region", "room": [S, T-1]}} of the baselines built from target's frame 0 and the labels."""
+    rollouts = baseline_rollouts(target[:, 0], labels)
+    return {name: {k: v[:, 0] for k, v in rollout_scores(pred[:, None], target, labels).items() if k in SCORES}
+            for name, pred in rollouts.items()}
+
+
+def against_baselines(pred, target, labels):
+    """The prediction's scores (mean over its K samples) beside every baseline's: ({"prediction" | baseline:
+    {score: [S, T-1]}}, rollout_scores(pred, ...)). Shapes as in rollout_scores."""
+    ours = rollout_scores(pred, target, labels)
+    table = {"prediction": {k: ours[k].nanmean(1) for k in SCORES}}
+    table.update(baseline_scores(target, labels))
+    return table, ours
+
+
+def table_means(table):
+    """{source: {score: [S, T]}} -> {source: {score: float}}: the mean over sequences and frames, NaN left out."""
+    return {source: {k: v.float().nanmean().item() for k, v in scores.items()} for source, scores in table.items()}
+
+
+def table_curves(table):
+    """{source: {score: [S, T]}} -> {score: {source: [T]}}: per-frame curves, the mean over sequences (for plots)."""
+    return {k: {source: scores[k].float().nanmean(0).cpu() for source, scores in table.items()} for k in SCORES}
+
+
+def best_baseline(baselines, score="full"):
+    """(name, value) of the best baseline on one score: baselines {name: {score: float}}."""
+    name = max(baselines, key=lambda n: baselines[n][score])
+    return name, baselines[name][score]
+
+
+def versus_baselines(means):
+    """One line from table_means(): the prediction's full / region / room PSNR, each beside the best baseline on
+    that score and the margin, e.g. 'full 27.40 (best baseline paste 28.34: -0.94) | region ...'."""
+    baselines = {name: means[name] for name in BASELINES if name in means}
+    parts = []
+    for k in SCORES:
+        name, value = best_baseline(baselines, k)
+        ours = means["prediction"][k]
+        parts.append(f"{k} {ours:.2f} ({name} {value:.2f}: {ours - value:+.2f})")
+    return "PSNR " + " | ".join(parts) + " dB"
+
+
+def history_scores(means):
+    """The history.csv columns of table_means(): val_<score>_psnr for the prediction, <baseline>_<score>_psnr else
+    (the full frame's without '_full': val_psnr, copy_psnr, as before the baselines)."""
+    row = {}
+    for source, scores in means.items():
+        prefix = "val" if source == "prediction" else source
+        for k, v in scores.items():
+            row[f"{prefix}_psnr" if k == "full" else f"{prefix}_{k}_psnr"] = v
+    return row

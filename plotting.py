@@ -53,20 +53,24 @@ def plot_run(history, out_dir):
     _save(fig, out_dir / "schedule.png")
 
 
-def plot_psnr_per_frame(curves, path, title="PSNR per frame", region_curves=None):
-    """curves: {label: [psnr per frame]} (frame 1..T-1); region_curves: the same over the pose region only,
-    drawn in a second panel below (the scales differ: the static background lifts the full frame's)."""
-    panels = [(curves, title)] + ([(region_curves, "pose region only (pixels near the dancer's skeleton)")]
-                                  if region_curves else [])
-    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 3.8 * len(panels)), squeeze=False)
-    for ax, (lines, name) in zip(axes[:, 0], panels):
+PANEL_TITLES = {"full": "full frame", "region": "pose region (pixels near p_t's skeleton: the dancer)",
+                "room": "room (pixels far from p_0's and p_t's skeletons: nothing moves there)"}
+BASELINE_STYLES = {"copy": "k--", "sticker": "k:", "paste": "k-."}
+
+
+def plot_psnr_per_frame(panels, path, title="PSNR per frame"):
+    """panels: {score: {source: [psnr per frame]}} (frame 1..T-1), one panel per score (full, region, room: the
+    scales differ), the baselines that learn nothing drawn in black."""
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 3.4 * len(panels)), squeeze=False)
+    for ax, (score, lines) in zip(axes[:, 0], panels.items()):
         for label, values in lines.items():
             values = list(values)
-            ax.plot(range(1, len(values) + 1), values, label=label)
+            style = BASELINE_STYLES.get(label, "-")
+            ax.plot(range(1, len(values) + 1), values, style, label=label, linewidth=1)
         ax.set_xlabel("frame")
         ax.set_ylabel("PSNR (dB)")
-        ax.set_title(name)
-        ax.legend()
+        ax.set_title(f"{title}: {PANEL_TITLES.get(score, score)}")
+        ax.legend(fontsize=8)
     _save(fig, path)
 
 
@@ -85,6 +89,10 @@ def plot_compare(history_paths, labels, out_path):
         axes[1].plot(h["epoch"], h["copy_psnr"], "k--", label="copy first frame")
         if "copy_region_psnr" in h:
             axes[2].plot(h["epoch"], h["copy_region_psnr"], "k--", label="copy first frame")
+        for name in ("sticker", "paste"):  # the baselines, in histories that have them
+            for ax, column in ((axes[1], f"{name}_psnr"), (axes[2], f"{name}_region_psnr")):
+                if column in h:
+                    ax.plot(h["epoch"], h[column], BASELINE_STYLES[name], label=name)
     for ax, name in zip(axes, ("train loss", "val PSNR (dB)", "val pose-region PSNR (dB)", "teacher forcing ratio")):
         ax.set_xlabel("epoch")
         ax.set_title(name)

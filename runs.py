@@ -22,7 +22,9 @@ from schedules import kl_annealing
 
 HISTORY_FIELDS = ["epoch", "train_loss", "train_mse", "train_kl", "beta", "tfr", "lr", "bad_steps",
                   "val_mse", "val_psnr", "copy_psnr", "val_ssim", "val_psnr_best", "val_ssim_best", "seconds", "minutes",
-                  "val_region_psnr", "copy_region_psnr", "val_region_ssim"]  # val_region_psnr chooses best.ckpt
+                  "val_region_psnr", "copy_region_psnr", "val_region_ssim",  # val_region_psnr chooses best.ckpt
+                  "val_room_psnr", "copy_room_psnr", "sticker_psnr", "sticker_region_psnr", "sticker_room_psnr",
+                  "paste_psnr", "paste_region_psnr", "paste_room_psnr"]
 
 
 @dataclass

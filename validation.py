@@ -8,14 +8,16 @@ import torch
 
 import media
 import plotting
-from metrics import copy_first_frame_psnr, psnr_per_frame, region_scores, sample_summary, ssim
+from metrics import (SCORES, against_baselines, history_scores, psnr_per_frame, sample_summary, ssim, table_curves,
+                     table_means, versus_baselines)
 from model import autocast
 
 
 @torch.no_grad()
 def validate(model, val, args, device, step=None):
     """Roll out every val sequence from its first frame, --eval_samples times each (one batch), with
-    z drawn from generators seeded the same way each epoch, so scores are comparable across epochs."""
+    z drawn from generators seeded the same way each epoch, so scores are comparable across epochs. Scored on
+    the full frame, the pose region and the room, beside the baselines that learn nothing (metrics.BASELINES)."""
     was_training = model.training
     model.eval()
     S, K, T = len(val), args.eval_samples, val.video_len
@@ -25,34 +27,32 @@ def validate(model, val, args, device, step=None):
     with autocast(device, args.amp):
         pred = model.rollout_samples(img[:, 0], label, args.seed, K, step=step)  # [S, K, T, ...]
     model.train(was_training)
+    pred = pred.float()
     target = img[:, None, 1:].expand(-1, K, -1, -1, -1, -1)
     per_sequence = sample_summary(psnr_per_frame(pred[:, :, 1:], target), ssim(pred[:, :, 1:], target))
     scores = {k: v.mean(0) for k, v in per_sequence.items() if k != "best_sample"}  # [T]: mean over sequences
-    copy = copy_first_frame_psnr(img)[:, 1:]
-    region = region_scores(pred, img, label)  # where the pose label says the dancer is: NaN for an empty label
-    region_curves = {k: region[k].nanmean(1).nanmean(0).cpu() for k in ("psnr", "ssim")}
-    return {"pred": pred[:, 0], "img": img, "label": label, "psnr_per_frame": scores["psnr_mean"].cpu(),
-            "region_psnr_per_frame": region_curves["psnr"], "region_ssim_per_frame": region_curves["ssim"],
-            "copy_region_per_frame": region["copy_psnr"].nanmean(0).cpu(),
-            "val_region_psnr": region["psnr"].nanmean().item(), "val_region_ssim": region["ssim"].nanmean().item(),
-            "copy_region_psnr": region["copy_psnr"].nanmean().item(),
-            "psnr_best_per_frame": scores["psnr_best"].cpu(), "copy_per_frame": copy.mean(0).cpu(),
+    table, ours = against_baselines(pred, img, label)
+    means = table_means(table)
+    return {"pred": pred[:, 0], "img": img, "label": label, "means": means, "curves": table_curves(table),
+            **history_scores(means), "val_region_ssim": ours["region_ssim"].nanmean().item(),
+            "region_ssim_per_frame": ours["region_ssim"].nanmean(1).nanmean(0).cpu(),
+            "psnr_best_per_frame": scores["psnr_best"].cpu(),
             "ssim_per_frame": scores["ssim_mean"].cpu(), "ssim_best_per_frame": scores["ssim_best"].cpu(),
-            "val_psnr": scores["psnr_mean"].mean().item(), "val_psnr_best": scores["psnr_best"].mean().item(),
+            "val_psnr_best": scores["psnr_best"].mean().item(),
             "val_ssim": scores["ssim_mean"].mean().item(), "val_ssim_best": scores["ssim_best"].mean().item(),
-            "copy_psnr": copy.mean().item(),
             "val_mse": (pred[:, :, 1:].clamp(0, 1) - target).pow(2).mean().item()}
 
 
 def save_validation_media(result, save_root, epoch, gif):
+    """psnr_per_frame.csv (every score of the prediction and the baselines per frame), the contact sheet and GIF."""
+    curves = result["curves"]
+    columns = {f"{source}_{k}": curves[k][source] for k in SCORES for source in curves[k]}
+    columns.update({"prediction_full_best_of_k": result["psnr_best_per_frame"], "ssim": result["ssim_per_frame"],
+                    "ssim_best_of_k": result["ssim_best_per_frame"], "region_ssim": result["region_ssim_per_frame"]})
     with open(save_root / "psnr_per_frame.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["frame", "prediction", "best_of_k", "copy_first_frame", "ssim", "ssim_best_of_k",
-                    "region_prediction", "region_copy_first_frame", "region_ssim"])
-        curves = (result[k].tolist() for k in ("psnr_per_frame", "psnr_best_per_frame", "copy_per_frame",
-                                                "ssim_per_frame", "ssim_best_per_frame", "region_psnr_per_frame",
-                                                "copy_region_per_frame", "region_ssim_per_frame"))
-        for t, values in enumerate(zip(*curves), 1):
+        w.writerow(["frame", *columns])
+        for t, values in enumerate(zip(*(c.tolist() for c in columns.values())), 1):
             w.writerow([t, *(f"{v:.4f}" for v in values)])
     panels = [media.to_uint8(result[k][0]) for k in ("pred", "img", "label")]  # the first val sequence
     media.write_contact_sheet(dict(zip(("prediction", "truth", "pose"), panels)),
@@ -62,14 +62,12 @@ def save_validation_media(result, save_root, epoch, gif):
 
 
 def plot_epoch(curves, history, save_root, epoch):
-    """psnr_per_frame.png of the epoch's validation, and loss.png / schedule.png of the history so far."""
-    lines = {"prediction (mean of samples)": curves["psnr_per_frame"], "copy first frame": curves["copy_per_frame"]}
-    if not torch.equal(curves["psnr_best_per_frame"], curves["psnr_per_frame"]):
-        lines["best of samples"] = curves["psnr_best_per_frame"]
-    region = {"prediction (mean of samples)": curves["region_psnr_per_frame"],
-              "copy first frame": curves["copy_region_per_frame"]}
-    plotting.plot_psnr_per_frame(lines, save_root / "psnr_per_frame.png", title=f"validation, epoch {epoch}",
-                                 region_curves=region)
+    """psnr_per_frame.png of the epoch's validation (curves: table_curves, plus "best_of_k" [T]), and loss.png /
+    schedule.png of the history so far."""
+    panels = {k: dict(curves[k]) for k in SCORES}
+    if "best_of_k" in curves and not torch.equal(curves["best_of_k"], curves["full"]["prediction"]):
+        panels["full"]["prediction, best of samples"] = curves["best_of_k"]
+    plotting.plot_psnr_per_frame(panels, save_root / "psnr_per_frame.png", title=f"validation, epoch {epoch}")
     if history is not None:
         plotting.plot_run(history, save_root)
 
@@ -98,6 +96,6 @@ class Plotter:
             print(f"warning: drawing the plots failed: {self.job.exception()}", file=sys.stderr)
 
 
-def region_text(result):
-    return (f"pose region PSNR {result['val_region_psnr']:.2f} dB (copy first frame {result['copy_region_psnr']:.2f}) "
-            f"SSIM {result['val_region_ssim']:.3f}")
+def score_text(result):
+    """The validation's scores beside the best baseline on each (metrics.versus_baselines)."""
+    return f"val {versus_baselines(result['means'])}, SSIM {result['val_ssim']:.3f}"

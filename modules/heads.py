@@ -22,22 +22,13 @@ Output: per pixel, a softmax mix of
   - x_0 translated by each part's displacement (the dancer),
   - pixels drawn by the decoder (what neither can move: the room behind where the dancer stood).
 """
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from metrics import skeleton  # the skeleton the pose-region metric scores, found the same way
-
-
-def translate(image, shift):
-    """image [N,C,H,W] moved by shift [N,2] pixels (x, y): out(p) = image(p - shift), bilinear, border."""
-    N, _, H, W = image.shape
-    theta = image.new_zeros(N, 2, 3)
-    theta[:, 0, 0] = theta[:, 1, 1] = 1
-    theta[:, 0, 2] = -shift[:, 0] * (2 / max(W - 1, 1))
-    theta[:, 1, 2] = -shift[:, 1] * (2 / max(H - 1, 1))
-    grid = F.affine_grid(theta, list(image.shape), align_corners=True)
-    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
+from metrics import skeleton, translate  # the skeleton the pose-region metric scores, found the same way
 
 
 class PartKeypoints(nn.Module):
@@ -169,7 +160,139 @@ class PoseShiftHead(WarpHead):
         return sum(mix[:, i:i + 1] * s for i, s in enumerate(sources))
 
 
-HEADS = {head.name: head for head in (SigmoidHead, Head, WarpHead, PoseShiftHead)}  # --output_activation's choices
+# -- the layered head: a room that stays, a dancer moved limb by limb --------------------------------
+
+def gaussian_blur(x, sigma):
+    """x [N,C,H,W] blurred by a separable Gaussian of `sigma` px, edges replicated."""
+    r = max(1, math.ceil(2.5 * sigma))
+    k = torch.exp(-torch.arange(-r, r + 1, dtype=x.dtype, device=x.device) ** 2 / (2 * sigma ** 2))
+    k = (k / k.sum()).view(1, 1, 1, -1).expand(x.shape[1], 1, 1, -1)
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k, groups=x.shape[1])
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.transpose(-1, -2), groups=x.shape[1])
+
+
+def inpaint(image, hole, sigmas=(1, 2, 4, 8)):
+    """image [N,C,H,W] with hole [N,1,H,W] (1 = unknown) filled by normalized convolution: each hole pixel takes
+    the Gaussian-weighted mean of the known pixels at the smallest scale that has enough of them."""
+    known = 1 - hole
+    out, filled = image * known, torch.zeros_like(hole)
+    for sigma in sigmas:
+        weight = gaussian_blur(known, sigma)
+        take = (weight > 0.2).float() * (1 - filled) * hole
+        out = out + take * gaussian_blur(image * known, sigma) / weight.clamp_min(1e-4)
+        filled = filled + take
+    mean = (image * known).sum((2, 3), keepdim=True) / known.sum((2, 3), keepdim=True).clamp_min(1)
+    return out + hole * (1 - filled) * mean
+
+
+def limb_colours(labels, bins=24, sharpness=12.0):
+    """Soft limb classes [N, bins, H, W] of a pose label's skeleton pixels by hue. Pose renders draw every limb in
+    its own hue (the synthetic rainbow, OpenPose's palette), on white or black: mixing with an achromatic
+    background keeps a pixel's hue, so no palette needs to be known. Off-skeleton and grey pixels weigh 0."""
+    labels = labels.float()
+    r, g, b = labels.unbind(1)
+    a, c = r - 0.5 * (g + b), (math.sqrt(3) / 2) * (g - b)  # the chromatic plane
+    centres = torch.arange(bins, device=labels.device, dtype=labels.dtype) * (2 * math.pi / bins)
+    weights = torch.softmax(sharpness * torch.cos(torch.atan2(c, a)[:, None] - centres[:, None, None]), 1)
+    coloured = skeleton(labels) & (torch.sqrt(a * a + c * c) > 0.08)
+    return weights * coloured[:, None]
+
+
+def limb_moments(weights):
+    """Mass [N,P], centroid [N,P,2] (x, y) and axis angle [N,P] of each soft limb class, with how elongated it is
+    [N,P] (0 round .. 1 a line). The axis points away from the skeleton's centre, so it has a direction."""
+    H, W = weights.shape[-2:]
+    ys = torch.arange(H, dtype=weights.dtype, device=weights.device)[:, None]
+    xs = torch.arange(W, dtype=weights.dtype, device=weights.device)[None, :]
+    mass = weights.sum((2, 3))
+    m = mass.clamp_min(1e-3)
+    cx, cy = (weights * xs).sum((2, 3)) / m, (weights * ys).sum((2, 3)) / m
+    dx, dy = xs - cx[..., None, None], ys - cy[..., None, None]
+    sxx, syy, sxy = ((weights * d).sum((2, 3)) / m for d in (dx * dx, dy * dy, dx * dy))
+    centre = torch.stack([cx, cy], -1)
+    body = (centre * mass[..., None]).sum(1, keepdim=True) / mass.sum(1)[:, None, None].clamp_min(1e-3)
+    angle = 0.5 * torch.atan2(2 * sxy, sxx - syy)
+    axis = torch.stack([torch.cos(angle), torch.sin(angle)], -1)
+    flip = ((centre - body) * axis).sum(-1) < 0
+    angle = torch.where(flip, angle + math.pi, angle)
+    elongation = 2 * torch.sqrt(((sxx - syy) / 2) ** 2 + sxy ** 2) / (sxx + syy).clamp_min(1e-6)
+    return mass, centre, angle, elongation
+
+
+def limb_motion(first_label, label, min_mass=0.5):
+    """Each limb class's rigid motion from p_0 to p_t: centroids c_0, c_t [N,P,2], rotation [N,P] (radians; none for a
+    blob whose axis is unclear), and whether it is seen in both [N,P]."""
+    m0, c0, a0, e0 = limb_moments(limb_colours(first_label))
+    mt, ct, at, et = limb_moments(limb_colours(label))
+    turn = torch.remainder(at - a0 + math.pi, 2 * math.pi) - math.pi
+    trust = ((torch.minimum(e0, et) - 0.3) / 0.4).clamp(0, 1)
+    return c0, ct, turn * trust, (m0 > min_mass) & (mt > min_mass)
+
+
+def move_limbs(image, c0, ct, turn):
+    """image [N,C,H,W] moved rigidly once per limb: out_k(p) = image(c0_k + R(-turn_k)(p - ct_k)) -> [N,P,C,H,W]."""
+    N, C, H, W = image.shape
+    P = c0.shape[1]
+    ys, xs = torch.meshgrid(torch.arange(H, dtype=image.dtype, device=image.device),
+                            torch.arange(W, dtype=image.dtype, device=image.device), indexing="ij")
+    px, py = xs - ct[..., :1, None], ys - ct[..., 1:, None]  # [N,P,H,W]
+    cos, sin = torch.cos(turn)[..., None, None], torch.sin(turn)[..., None, None]
+    sx = c0[..., :1, None] + cos * px + sin * py
+    sy = c0[..., 1:, None] - sin * px + cos * py
+    grid = torch.stack([sx * (2 / max(W - 1, 1)) - 1, sy * (2 / max(H - 1, 1)) - 1], -1)
+    moved = F.grid_sample(image.repeat_interleave(P, 0), grid.flatten(0, 1), mode="bilinear",
+                          padding_mode="border", align_corners=True)
+    return moved.unflatten(0, (N, P))
+
+
+class LayeredHead(Head):
+    """A frame as layers, each sampled from x_0 once (never resampled from the previous prediction):
+      - room: x_0 with the dancer (where p_0's skeleton is) cut out and the hole inpainted; it does not move;
+      - dancer: x_0 moved limb by limb, each limb by the rotation and translation that takes its colour class in p_0
+        to the same class in p_t (limb_motion), each pixel from the limbs near it in p_t;
+      - drawn: RGB from the decoder, for what x_0 does not show (the room behind where the dancer stood, a hidden arm).
+    Per pixel a softmax mixes them. The logits are the decoder's plus a prior from the geometry (dancer where p_t's
+    limbs are, room elsewhere, drawn off); the last conv starts at zero, so an untrained model is that composite.
+    The decoder reads the room, the dancer layer and its support, and, as in the course, the previous prediction."""
+    name = "layered"
+    channels = 3 + 3  # drawn RGB, logits (room, dancer, drawn)
+    reads_anchor = True
+    HOLE_RADIUS, LIMB_SIGMA, SUPPORT_GAIN = 1, 1.2, 8.0  # px, px, how fast p_t's limbs claim their pixels
+
+    @classmethod
+    def extra_channels(cls, frame_channels):
+        return 3 + 3 + 1
+
+    def init_last_conv(self, conv):
+        nn.init.zeros_(conv.weight)
+        nn.init.zeros_(conv.bias)
+
+    def layers(self, first_frame, first_label, label):
+        """(room, dancer [N,3,H,W], support [N,1,H,W]: how much p_t's limbs claim each pixel, 0..1)."""
+        first_frame, first_label, label = first_frame.float(), first_label.float(), label.float()
+        hole = F.max_pool2d(skeleton(first_label)[:, None].float(), 2 * self.HOLE_RADIUS + 1, 1, self.HOLE_RADIUS)
+        room = inpaint(first_frame, (gaussian_blur(hole, 0.7) > 0.3).float())
+        c0, ct, turn, seen = limb_motion(first_label, label)
+        near = gaussian_blur(limb_colours(label), self.LIMB_SIGMA) * seen[..., None, None]  # [N,P,H,W]
+        total = near.sum(1, keepdim=True)
+        dancer = (move_limbs(first_frame, c0, ct, turn) * near[:, :, None]).sum(1) / total.clamp_min(1e-6)
+        return room, dancer, 1 - torch.exp(-self.SUPPORT_GAIN * total)
+
+    def read(self, reference, label):
+        first_frame, _, first_label = reference
+        room, dancer, support = self.layers(first_frame, first_label, label)
+        return (room, dancer, support), (torch.cat([room, dancer, support], 1).to(reference[1].dtype),)
+
+    def forward(self, out, prev_frame, step=None):
+        room, dancer, support = step
+        out = out.float()
+        prior = torch.cat([torch.log1p(-support.clamp(max=1 - 1e-4)), torch.log(support.clamp_min(1e-4)),
+                           torch.full_like(support, -4.0)], 1)
+        mix = torch.softmax(out[:, 3:6] + prior, 1)
+        return mix[:, :1] * room + mix[:, 1:2] * dancer + mix[:, 2:3] * torch.sigmoid(out[:, :3])
+
+
+HEADS = {head.name: head for head in (SigmoidHead, Head, WarpHead, PoseShiftHead, LayeredHead)}  # --output_activation's choices
 
 
 def head_class(name):

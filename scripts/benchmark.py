@@ -27,7 +27,7 @@ from dataloader import ClipSampler, Dataset_Dance, decode, paired_files  # noqa:
 import checkpoint  # noqa: E402
 import distributed  # noqa: E402
 from cuda_graphs import GraphedClipLoss, first_line, rollout_step  # noqa: E402
-from metrics import copy_first_frame_psnr, psnr_per_frame, region_scores  # noqa: E402
+from metrics import against_baselines, history_scores, table_means, versus_baselines  # noqa: E402
 from model import VAE_Model, autocast, rollout_noise  # noqa: E402
 
 
@@ -130,8 +130,8 @@ def plain_rollout(model, first, labels, noise):
 
 
 def validation_psnr_both_ways(model, args, device, amp):
-    """Mean PSNR of the 630-frame validation rollout, plain (eager fp32, frame by frame) and fast, and of
-    copying its first frame; on the full frame and on the pose region: {figure name: dB}."""
+    """PSNR of the 630-frame validation rollout, plain (eager fp32, frame by frame) and fast, on the full frame,
+    the pose region and the room, beside the baselines that learn nothing: {figure name: dB}."""
     val = Dataset_Dance(args.DR, mode="val", video_len=args.val_vi_len, frame_H=args.frame_H, frame_W=args.frame_W)
     img = torch.from_numpy(val.frames[:args.val_vi_len]).to(device).float()[None] / 255
     label = torch.from_numpy(val.labels[:args.val_vi_len]).to(device).float()[None] / 255
@@ -140,14 +140,13 @@ def validation_psnr_both_ways(model, args, device, amp):
     plain = plain_rollout(model, img[:, 0], label, noise())
     with autocast(device, amp):
         fast = model.rollout(img[:, 0], label, noise(), step=rollout_step(model, device, amp))
-    full = lambda pred: psnr_per_frame(pred[:, 1:].clamp(0, 1), img[:, 1:]).mean().item()  # noqa: E731
-    region = lambda pred: region_scores(pred[:, None].float(), img, label)  # noqa: E731
-    region_plain = region(plain)
-    return {"val_psnr_plain_fp32": full(plain), "val_psnr_fast": full(fast),
-            "val_copy_psnr": copy_first_frame_psnr(img)[:, 1:].mean().item(),
-            "val_region_psnr_plain_fp32": region_plain["psnr"].nanmean().item(),
-            "val_region_psnr_fast": region(fast)["psnr"].nanmean().item(),
-            "val_copy_region_psnr": region_plain["copy_psnr"].nanmean().item()}
+    means = {way: table_means(against_baselines(pred[:, None].float(), img, label)[0])
+             for way, pred in (("plain_fp32", plain), ("fast", fast))}
+    figures = {f"{k}_{way}": v for way in means for k, v in history_scores({"prediction": means[way]["prediction"]}).items()}
+    baselines = {k: v for k, v in means["fast"].items() if k != "prediction"}
+    figures.update({f"val_{k}": v for k, v in history_scores(baselines).items()})  # val_copy_psnr, val_paste_psnr, ...
+    figures["quality_line"] = versus_baselines(means["plain_fp32"])
+    return figures
 
 
 def main(argv=None):
@@ -280,9 +279,9 @@ def main(argv=None):
                                          if isinstance(v, float) and ("channels_last" in k or "seconds" in k or "graph" in k
                                                                       or k.startswith(("val_psnr", "train_fps_fast")))))
     if ckpt is not None:
-        print("validation quality, plain fp32 / fast (copy first frame): PSNR {val_psnr_plain_fp32:.2f} / {val_psnr_fast:.2f}"
-              " ({val_copy_psnr:.2f}) dB, pose region {val_region_psnr_plain_fp32:.2f} / {val_region_psnr_fast:.2f} "
-              "({val_copy_region_psnr:.2f}) dB".format(**figures))
+        print("validation quality, plain fp32 / fast: PSNR {val_psnr_plain_fp32:.2f} / {val_psnr_fast:.2f} dB, pose region "
+              "{val_region_psnr_plain_fp32:.2f} / {val_region_psnr_fast:.2f} dB, room {val_room_psnr_plain_fp32:.2f} / "
+              "{val_room_psnr_fast:.2f} dB; plain fp32 against the baselines: {quality_line}".format(**figures))
     for k, v in figures.items():
         if k.endswith("_error"):
             print(f"{k}: {v}")

@@ -41,9 +41,11 @@ def test_benchmark_scores_a_checkpoint_the_same_both_ways_in_fp32(trained, capsy
     assert abs(figures["val_psnr_plain_fp32"] - trained_psnr) < 1e-3  # the checkpoint's weights were loaded
     validated = list(csv.DictReader(open(ckpt.parent / "history.csv")))[-1]  # the Trainer's own region scores
     for figure, column in (("val_region_psnr_plain_fp32", "val_region_psnr"), ("val_copy_region_psnr", "copy_region_psnr"),
-                           ("val_copy_psnr", "copy_psnr")):
+                           ("val_copy_psnr", "copy_psnr"), ("val_room_psnr_plain_fp32", "val_room_psnr"),
+                           ("val_paste_psnr", "paste_psnr"), ("val_sticker_region_psnr", "sticker_region_psnr")):
         assert abs(figures[figure] - float(validated[column])) < 1e-3, figure
-    assert "validation quality, plain fp32 / fast (copy first frame)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "validation quality, plain fp32 / fast" in out and f"paste {figures['val_paste_psnr']:.2f}" in out
 
 
 def test_benchmark_takes_presets_and_refuses_flags_a_checkpoint_contradicts(trained):

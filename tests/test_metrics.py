@@ -73,3 +73,51 @@ def test_region_psnr_sees_only_the_dancer():
     assert region_ssim(dancer, dancer, torch.ones(16, 24, dtype=torch.bool)).item() == pytest.approx(1.0)
     # an empty region gives NaN, not a score
     assert torch.isnan(region_psnr(room, dancer, torch.zeros(16, 24, dtype=torch.bool)))
+
+
+# -- baselines and the room -------------------------------------------------------------------------
+
+def _scene(background_white):
+    """A 2-frame clip: a red 4x4 square on a textured room moves 6 px right; labels draw a cross over it,
+    on white (the synthetic style) or black (OpenPose renders)."""
+    g = torch.Generator().manual_seed(0)
+    room = torch.rand(3, 24, 40, generator=g) * 0.5
+    frames, labels = room.repeat(2, 1, 1, 1), torch.full((2, 3, 24, 40), float(background_white))
+    for t, x in enumerate((8, 14)):
+        frames[t, :, 10:14, x:x + 4] = torch.tensor([1.0, 0, 0])[:, None, None]
+        labels[t, :, 11:13, x:x + 4] = torch.tensor([0.0, 0.8, 0.3])[:, None, None]
+        labels[t, :, 10:14, x + 1:x + 3] = torch.tensor([0.9, 0.2, 0.6])[:, None, None]
+    return frames[None], labels[None]
+
+
+@pytest.mark.parametrize("white", [True, False])
+def test_baselines_move_x0_by_the_skeleton_and_keep_the_room(white):
+    from metrics import baseline_rollouts, baseline_scores, room_region
+    frames, labels = _scene(white)
+    b = baseline_rollouts(frames[:, 0], labels)
+    assert torch.equal(b["copy"][0, 1], frames[0, 0])
+    assert torch.allclose(b["sticker"][0, 1, :, 10:14, 14:18], frames[0, 1, :, 10:14, 14:18], atol=1e-5)  # moved 6 px
+    assert not torch.allclose(b["sticker"][0, 1, :, :, :8], frames[0, 1, :, :, :8])  # the room slid along
+    paste = b["paste"][0, 1]
+    assert torch.allclose(paste[:, 10:14, 14:18], frames[0, 1, :, 10:14, 14:18], atol=1e-5)  # the dancer, moved
+    assert torch.equal(paste[:, :, :8], frames[0, 0, :, :, :8])  # the room far from it, untouched
+    scores = baseline_scores(frames, labels)
+    room = room_region(labels)[0, 1]
+    assert room.sum() > 0.7 * room.numel() and not room[10:14, 8:18].any()  # far from both skeletons
+    assert scores["copy"]["room"].item() == 100 and scores["paste"]["room"].item() == 100
+    assert scores["sticker"]["room"].item() < 30
+    assert scores["paste"]["full"].item() > scores["copy"]["full"].item()
+    assert scores["sticker"]["region"].item() > scores["copy"]["region"].item() + 3  # the room it drags along costs the rest
+
+
+def test_versus_baselines_names_the_best_baseline_and_the_margin():
+    from metrics import against_baselines, history_scores, table_means, versus_baselines
+    frames, labels = _scene(False)
+    pred = frames.clone()[:, None]
+    pred[:, :, 1, :, :4, :4] = 0  # one corner of the room wrong
+    means = table_means(against_baselines(pred, frames, labels)[0])
+    line = versus_baselines(means)
+    assert f"room {means['prediction']['room']:.2f} (copy 100.00: {means['prediction']['room'] - 100:+.2f})" in line
+    assert means["prediction"]["region"] == 100 and "region 100.00 (sticker" in line
+    row = history_scores(means)
+    assert row["val_psnr"] == means["prediction"]["full"] and row["paste_room_psnr"] == 100

@@ -181,8 +181,8 @@ def test_scores_against_gt_dir(trained, tmp_path):
     frames = run_tester(trained, tmp_path / "a", "--no_gif", "--gt_dir", str(tmp_path / "gt"))
     run_tester(trained, tmp_path / "default", "--no_gif")
     rows = list(csv.reader(open(tmp_path / "a" / "psnr.csv")))
-    assert rows[0] == ["sequence", "psnr", "ssim", "psnr_best_of_k", "ssim_best_of_k", "copy_first_frame_psnr",
-                       "region_psnr", "copy_first_frame_region_psnr"]
+    assert rows[0] == ["sequence", "psnr", "ssim", "psnr_best_of_k", "ssim_best_of_k", "region_psnr", "room_psnr",
+                       *(f"{b}_{k}psnr" for b in ("copy_first_frame", "sticker", "paste") for k in ("", "region_", "room_"))]
     assert len(rows) == 4 and all(-1 <= float(r[2]) <= 1 for r in rows[1:])
     assert all(r[1] == r[3] and r[2] == r[4] for r in rows[1:])  # one sample: best of 1 = mean
     default = list(csv.reader(open(tmp_path / "default" / "psnr.csv")))
@@ -304,7 +304,8 @@ def test_psnr_csv_region_columns_are_those_of_the_written_frames(trained, tmp_pa
         assert float(row["copy_first_frame_region_psnr"]) < float(row["copy_first_frame_psnr"])  # the square moves
     mean = [line for line in capsys.readouterr().out.splitlines() if "mean PSNR" in line][0]
     want = np.mean([float(r["region_psnr"]) for r in rows])
-    assert f"pose region PSNR {want:.2f} dB" in mean
+    best = max(np.mean([float(r[f"{b}_region_psnr"]) for r in rows]) for b in ("copy_first_frame", "sticker", "paste"))
+    assert f"region {want:.2f} (" in mean and f"{best:.2f}: {want - best:+.2f})" in mean
 
 
 def test_contact_sheets_show_the_prediction_truth_and_pose_at_fixed_frames(trained, tmp_path):
