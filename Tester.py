@@ -206,6 +206,8 @@ def run(args, pool, work_start):
     model = build_model(args, ckpt, arch)
     test, gt = data.result()
     save_root.mkdir(parents=True, exist_ok=True)
+    for name in media.remove_stale_temps(save_root):  # of a Tester killed while writing
+        print(f"removed {save_root / name}, left by a killed run")
     S, K, T = len(test), args.eval_samples, args.test_len
     first = torch.from_numpy(test.frames[:, 0]).to(args.device).float() / 255
     labels = torch.from_numpy(test.labels).to(args.device).float() / 255

@@ -188,7 +188,7 @@ def train_one_epoch(t, sampler, epoch, stop):
     bar = tqdm(itertools.islice(batches, pos["step"], None), total=steps, initial=pos["step"], desc=f"epoch {epoch}",
                ncols=120, leave=False, disable=None if ctx.is_main else True)
     for step, (img, label, anchor) in enumerate(bar, start=pos["step"]):
-        teacher_forcing = use_teacher_forcing(state.tfr, args.seed, epoch, step, args.tf_draw == "step")  # every rank
+        teacher_forcing = use_teacher_forcing(state.tfr, args.seed, epoch)  # the same on every rank
         B, T = img.shape[:2]
         # noise for the whole global batch from the RNG every rank shares; this rank takes its rows
         eps = torch.randn(B * ctx.world, T - 1, model.N_dim, *img.shape[-2:], device=img.device)[ctx.rank * B:(ctx.rank + 1) * B]

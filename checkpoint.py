@@ -103,7 +103,7 @@ def flags_shaping(keys):
     modules = {key.split(".")[0] for key in keys}
     if modules <= {"Learned_Prior"}:
         return "--prior"
-    if modules <= {"Decoder_Fusion", "Generator", "head"}:  # the output head, and what pose_shift's decoder reads
+    if modules <= {"Decoder_Fusion", "Generator", "head"}:  # the output head, and what the layered head's decoder reads
         return "--output_activation"
     return "--F_dim/--L_dim/--N_dim/--D_out_dim"
 

@@ -382,7 +382,7 @@ class ClipSampler:
         permutation; global batch i is order[i*B*world:(i+1)*B*world] and rank r takes its r-th slice of B.
         anchor: None, or with reference_gap > 0 the frame 0..reference_gap frames (drawn per clip and
         epoch) before each clip's first, clamped at its video's first frame, with its pose label: the
-        [x_0, p_0] that pose_shift reads (VAE_Model.anchor())."""
+        [x_0, p_0] that the layered head reads (VAE_Model.anchor())."""
         g = torch.Generator().manual_seed(seed * 100_003 + epoch)
         ids = self.clip_ids(partial)
         order = ids[torch.randperm(len(ids), generator=g)]

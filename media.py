@@ -1,5 +1,6 @@
 """Writing predictions out: uint8 conversion, GIFs and the Kaggle submission CSV."""
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -130,6 +131,28 @@ def write_submission(frames, path):
 def write_atomic(data, path):
     with atomic(path) as tmp, open(tmp, "wb") as f:
         f.write(data)
+
+
+def remove_stale_temps(folder):
+    """Remove the temps (TEMP_GLOB) that a killed writer left in folder: those of processes no longer running.
+    Returns their names."""
+    removed = []
+    for temp in Path(folder).glob(TEMP_GLOB):
+        pid = re.search(r"\.tmp(\d+)", temp.name)
+        if pid is None or not pid_alive(int(pid.group(1))) or int(pid.group(1)) == os.getpid():
+            temp.unlink(missing_ok=True)
+            removed.append(temp.name)
+    return removed
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 @contextmanager

@@ -46,11 +46,9 @@ def next_tfr(tfr, epoch, tfr_sde, tfr_d_step):
     return max(0.0, tfr - tfr_d_step) if epoch + 1 >= tfr_sde else tfr
 
 
-def use_teacher_forcing(tfr, seed, epoch, step, per_step=False):
-    """One draw per epoch, as the course (or per step, with --tf_draw step), derived from (seed, epoch[, step])
-    so it is identical on every rank and on resume."""
-    key = (seed, "tf", epoch, step) if per_step else (seed, "tf-epoch", epoch)
-    return random.Random(stream_seed(*key)).random() < tfr
+def use_teacher_forcing(tfr, seed, epoch):
+    """One draw per epoch, as the course, derived from (seed, epoch) so it is identical on every rank and on resume."""
+    return random.Random(stream_seed(seed, "tf-epoch", epoch)).random() < tfr
 
 
 def lr_at(lr, gamma, milestones, epoch):

@@ -6,21 +6,13 @@ what a step reads of the rollout's anchor [x_0, p_0] and of p_t (`read`: what fo
 Decoder_Fusion's extra inputs), and the frame (`forward`). model.py, the rollout and cuda_graphs.py
 call only this interface; adding a head is one class here, one entry in HEADS and one test.
 
-The pose-shift head: the dancer is re-rendered from the first frame at every step.
+The layered head (the presets): the room stays, the dancer is moved limb by limb, both from x_0.
 
 A warp of the previous prediction moves pixels a little at each of 629 steps, and 600 resamplings smear
-the dancer away. Here the dancer's pixels come from x_0, moved once, by where the pose says each body
-part is now: the pose labels give every part's position at frame 0 and at frame t, so their difference
-is a translation that puts x_0's part where p_t puts it, however far the dancer has walked. A return
-to a known pose needs no memory of 600 steps.
-
-Parts: a 1x1 convolution classifies each skeleton pixel of a pose label by its colour into `parts`
-soft classes (limbs are drawn in distinct colours); each class's centroid is a keypoint. Class 0 is the
-whole skeleton (fixed, not learned): a global translation that is right from the first step.
-Output: per pixel, a softmax mix of
-  - the previous prediction warped by a small flow (background and what was drawn before),
-  - x_0 translated by each part's displacement (the dancer),
-  - pixels drawn by the decoder (what neither can move: the room behind where the dancer stood).
+any texture away; moving the whole first frame with the dancer slides the room along. Here every pixel
+is sampled from x_0 once: the room is x_0 with the dancer cut out, and the dancer is x_0 moved limb by
+limb, each limb by the rotation and translation that take its colour in p_0 to the same colour in p_t.
+The decoder mixes them per pixel and draws what x_0 does not show. The study: docs/study/layered.md.
 """
 import math
 
@@ -28,27 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from metrics import skeleton, translate  # the skeleton the pose-region metric scores, found the same way
-
-
-class PartKeypoints(nn.Module):
-    """Pose labels [N,3,H,W] -> keypoints [N, parts, 2] (x, y in pixels) and whether each part is seen [N, parts]."""
-
-    def __init__(self, parts):
-        super().__init__()
-        self.classify = nn.Conv2d(3, parts - 1, kernel_size=1)  # part 0 is the whole skeleton
-
-    def forward(self, labels):
-        labels = labels.float()
-        on_skeleton = skeleton(labels)[:, None].float()  # [N, 1, H, W]
-        weights = torch.cat([on_skeleton, on_skeleton * torch.softmax(self.classify(labels), 1)], 1)  # [N, parts, H, W]
-        H, W = labels.shape[-2:]
-        ys = torch.arange(H, device=labels.device, dtype=labels.dtype)
-        xs = torch.arange(W, device=labels.device, dtype=labels.dtype)
-        mass = weights.sum((2, 3))
-        x = (weights.sum(2) * xs).sum(-1) / mass.clamp_min(1e-3)
-        y = (weights.sum(3) * ys).sum(-1) / mass.clamp_min(1e-3)
-        return torch.stack([x, y], -1), mass > 1e-3
+from metrics import skeleton  # the skeleton the pose-region metric scores, found the same way
 
 
 class Head(nn.Module):
@@ -114,52 +86,6 @@ class WarpHead(Head):
         return flow
 
 
-class PoseShiftHead(WarpHead):
-    """Decoder output -> frame, as a mix of the warped previous frame, x_0 moved part by part, and drawn pixels.
-    The last conv gives flow 2, rgb 3, one logit per source; the decoder also reads x_0's features moved by
-    the whole skeleton's displacement."""
-    name = "pose_shift"
-    PARTS = 5
-    channels = 2 + 3 + (PARTS + 2)
-    reads_anchor = True
-
-    def __init__(self, flow_deadzone=0.0, parts=PARTS):
-        super().__init__(flow_deadzone)
-        self.parts, self.channels = parts, 2 + 3 + (parts + 2)
-        self.keypoints = PartKeypoints(parts)
-
-    @classmethod
-    def extra_channels(cls, frame_channels):
-        return frame_channels
-
-    def init_last_conv(self, conv):
-        """Start as an even mix of the warped previous frame and x_0 moved by each part; drawn pixels nearly off.
-        (A source that starts near weight 0 gets next to no gradient and stays off.)"""
-        nn.init.zeros_(conv.weight)
-        nn.init.zeros_(conv.bias)
-        nn.init.constant_(conv.bias[-1:], -2.0)
-
-    def shifts(self, first_label, label):
-        """Where each part moved from p_0 to p_t: [N, parts, 2] pixels (0 for a part unseen in either)."""
-        k0, seen0 = self.keypoints(first_label)
-        kt, seen_t = self.keypoints(label)
-        return (kt - k0) * (seen0 & seen_t)[..., None]
-
-    def read(self, reference, label):
-        """x_0 and each part's shift for forward(); x_0's features moved by the whole skeleton for the decoder."""
-        first_frame, first_feat, first_label = reference
-        shifts = self.shifts(first_label, label)
-        return (first_frame, shifts), (translate(first_feat, shifts[:, 0]),)
-
-    def forward(self, out, prev_frame, step=None):
-        first_frame, shifts = step
-        sources = [warp_by_flow(prev_frame.float(), self.flow(out[:, :2]))]
-        sources += [translate(first_frame.float(), shifts[:, k]) for k in range(self.parts)]
-        sources.append(torch.sigmoid(out[:, 2:5].float()))
-        mix = torch.softmax(out[:, 5:].float(), 1)
-        return sum(mix[:, i:i + 1] * s for i, s in enumerate(sources))
-
-
 # -- the layered head: a room that stays, a dancer moved limb by limb --------------------------------
 
 def gaussian_blur(x, sigma):
@@ -185,7 +111,7 @@ def inpaint(image, hole, sigmas=(1, 2, 4, 8)):
     return out + hole * (1 - filled) * mean
 
 
-def limb_colours(labels, bins=24, sharpness=12.0):
+def limb_colours(labels, bins=24, sharpness=40.0):
     """Soft limb classes [N, bins, H, W] of a pose label's skeleton pixels by hue. Pose renders draw every limb in
     its own hue (the synthetic rainbow, OpenPose's palette), on white or black: mixing with an achromatic
     background keeps a pixel's hue, so no palette needs to be known. Off-skeleton and grey pixels weigh 0."""
@@ -199,8 +125,8 @@ def limb_colours(labels, bins=24, sharpness=12.0):
 
 
 def limb_moments(weights):
-    """Mass [N,P], centroid [N,P,2] (x, y) and axis angle [N,P] of each soft limb class, with how elongated it is
-    [N,P] (0 round .. 1 a line). The axis points away from the skeleton's centre, so it has a direction."""
+    """Mass [N,P], centroid [N,P,2] (x, y) and axis angle [N,P] (of a line: modulo pi) of each soft limb class, with
+    how elongated it is [N,P] (0 round .. 1 a line)."""
     H, W = weights.shape[-2:]
     ys = torch.arange(H, dtype=weights.dtype, device=weights.device)[:, None]
     xs = torch.arange(W, dtype=weights.dtype, device=weights.device)[None, :]
@@ -209,22 +135,19 @@ def limb_moments(weights):
     cx, cy = (weights * xs).sum((2, 3)) / m, (weights * ys).sum((2, 3)) / m
     dx, dy = xs - cx[..., None, None], ys - cy[..., None, None]
     sxx, syy, sxy = ((weights * d).sum((2, 3)) / m for d in (dx * dx, dy * dy, dx * dy))
-    centre = torch.stack([cx, cy], -1)
-    body = (centre * mass[..., None]).sum(1, keepdim=True) / mass.sum(1)[:, None, None].clamp_min(1e-3)
     angle = 0.5 * torch.atan2(2 * sxy, sxx - syy)
-    axis = torch.stack([torch.cos(angle), torch.sin(angle)], -1)
-    flip = ((centre - body) * axis).sum(-1) < 0
-    angle = torch.where(flip, angle + math.pi, angle)
     elongation = 2 * torch.sqrt(((sxx - syy) / 2) ** 2 + sxy ** 2) / (sxx + syy).clamp_min(1e-6)
-    return mass, centre, angle, elongation
+    return mass, torch.stack([cx, cy], -1), angle, elongation
 
 
 def limb_motion(first_label, label, min_mass=0.5):
     """Each limb class's rigid motion from p_0 to p_t: centroids c_0, c_t [N,P,2], rotation [N,P] (radians; none for a
-    blob whose axis is unclear), and whether it is seen in both [N,P]."""
+    blob whose axis is unclear), and whether it is seen in both [N,P]. A line's axis has no direction, so the turn is
+    the smaller of the two, within +-90 degrees (measured: better than pointing each axis away from the body, which
+    fails for an arm that hangs beside the torso)."""
     m0, c0, a0, e0 = limb_moments(limb_colours(first_label))
     mt, ct, at, et = limb_moments(limb_colours(label))
-    turn = torch.remainder(at - a0 + math.pi, 2 * math.pi) - math.pi
+    turn = torch.remainder(at - a0 + math.pi / 2, math.pi) - math.pi / 2
     trust = ((torch.minimum(e0, et) - 0.3) / 0.4).clamp(0, 1)
     return c0, ct, turn * trust, (m0 > min_mass) & (mt > min_mass)
 
@@ -292,7 +215,7 @@ class LayeredHead(Head):
         return mix[:, :1] * room + mix[:, 1:2] * dancer + mix[:, 2:3] * torch.sigmoid(out[:, :3])
 
 
-HEADS = {head.name: head for head in (SigmoidHead, Head, WarpHead, PoseShiftHead, LayeredHead)}  # --output_activation's choices
+HEADS = {head.name: head for head in (SigmoidHead, Head, WarpHead, LayeredHead)}  # --output_activation's choices
 
 
 def head_class(name):

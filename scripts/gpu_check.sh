@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The prepared GPU session (about 9 minutes on one H100/H200): the CUDA tests, the recipe runs
-# (MINUTES each, validation included; RUNS="a:flags;b:flags" runs several side by side), a sweep of
-# --flow_deadzone on validation with the best checkpoint, the Tester twice (cold, warm), the benchmark alone
-# on the GPU at the default widths with that checkpoint, and with COMPILE=1 the Tester twice with --compile.
+# The prepared GPU session (about 10 minutes on one H100/H200): the CUDA tests, the recipe runs side by side
+# (MINUTES each, validation included: the embedded style and the footage-like style; RUNS="a:flags;b:flags"
+# picks others), the Tester on each run's best checkpoint (full frame, pose region and room against copy,
+# sticker and paste), the Tester again warm, the benchmark alone on the GPU at the course widths with the
+# first run's checkpoint, and with COMPILE=1 the Tester twice with --compile.
 # Everything lands in OUT_DIR/gpu_results.tar.gz (re-packed after each phase).
 #     bash scripts/gpu_check.sh OUT_DIR [MINUTES] [extra flags for Trainer and benchmark, e.g. tiny widths]
 set -u
@@ -17,7 +18,8 @@ pack() { tar czf "$OUT/gpu_results.tar.gz" --exclude='submission.csv' --exclude=
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
   $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"; } > "$W/machine.txt"
 cat "$W/machine.txt"
-stamp "dataset"; $PY synthetic.py --root data/synthetic 2>&1 | tail -1
+stamp "datasets"; $PY synthetic.py --root data/synthetic 2>&1 | tail -1
+$PY synthetic.py --root data/footage --style footage 2>&1 | tail -1
 stamp "CUDA tests"; timeout 300 $PY -m pytest -q -rf tests/test_cuda.py 2>&1 | tail -25 | tee "$W/cuda_tests.log"
 pack
 # graphed training is experimental: the recipe run uses it only when its CUDA tests passed
@@ -33,9 +35,8 @@ run() {  # name, flags...
       --gif_every 0 --per_save 100000 "$@" "${EXTRA[@]}" > "$R/$name.log" 2>&1
   echo "$name exit $?" >> "$R/exits.txt"
 }
-# RUNS: "name:flags" entries separated by ';' run side by side on the GPU (the default: one run alone)
-# the warp recipe, its training steps replayed as CUDA graphs (the sigmoid one: --output_activation sigmoid --tfr 0.5 --no-detach_prev)
-RUNS=${RUNS:-"recommended:--preset recommended $GRAPH_TRAIN"}
+# RUNS: "name:flags" entries separated by ';' run side by side on the GPU (the default: the recipe on both styles)
+RUNS=${RUNS:-"cartoon:--preset recommended --DR data/synthetic $GRAPH_TRAIN;footage:--preset recommended --DR data/footage $GRAPH_TRAIN"}
 NAMES=""
 IFS=';' read -ra SPECS <<< "$RUNS"
 for spec in "${SPECS[@]}"; do
@@ -52,47 +53,26 @@ root = sys.argv[1]
 for name in sys.argv[2:]:
     try:
         rows = list(csv.DictReader(open(f"{root}/{name}/history.csv")))
-        frames = list(csv.DictReader(open(f"{root}/{name}/psnr_per_frame.csv")))
     except OSError as e:
-        print(f"{name:16s} no history ({e})"); continue
-    last, best = rows[-1], max(rows, key=lambda r: float(r["val_psnr"]))
-    margin = min(float(f["prediction"]) - float(f["copy_first_frame"]) for f in frames)
-    print(f"{name:16s} epochs {len(rows):3d} min {float(last['minutes']):5.2f} | last val {float(last['val_psnr']):6.2f} "
-          f"(copy {float(last['copy_psnr']):.2f}) region {float(last.get('val_region_psnr') or 'nan'):6.2f} "
-          f"(copy {float(last.get('copy_region_psnr') or 'nan'):.2f}) min margin/frame {margin:+6.2f} | best {float(best['val_psnr']):6.2f} "
-          f"@ epoch {best['epoch']} | loss {float(last['train_loss']):.4f} tfr {last['tfr']}")
+        print(f"{name:10s} no history ({e})"); continue
+    best = max(rows, key=lambda r: float(r["val_region_psnr"]))
+    line = " | ".join(f"{k} {float(best[f'val_{k}psnr']):.2f} (copy {float(best[f'copy_{k}psnr']):.2f}, sticker "
+                      f"{float(best[f'sticker_{k}psnr']):.2f}, paste {float(best[f'paste_{k}psnr']):.2f})"
+                      for k in ("", "region_", "room_"))
+    print(f"{name:10s} epochs {len(rows):3d} in {float(rows[-1]['minutes']):5.2f} min | best val (epoch {best['epoch']}): {line}")
 PYEOF
 pack
 
-BEST=$($PY - "$R" $NAMES <<'PYEOF'
-import csv, sys
-import os
-runs = [n for n in sys.argv[2:] if os.path.exists(f"{sys.argv[1]}/{n}/history.csv")]
-best = max(((max(float(r["val_psnr"]) for r in csv.DictReader(open(f"{sys.argv[1]}/{n}/history.csv"))), n)
-            for n in runs), default=(0, "recommended"))
-print(f"{sys.argv[1]}/{best[1]}/best.ckpt")
-PYEOF
-)
-stamp "flow dead zone swept on validation, best checkpoint (fp32)"
-for T in 0 0.05 0.1 0.2; do
-  timeout 120 $PY Trainer.py --test --ckpt_path "$BEST" --flow_deadzone $T --save_root "$W/deadzone_$T" > "$W/deadzone_$T.log" 2>&1
-  $PY - "$W/deadzone_$T/psnr_per_frame.csv" $T <<'PYEOF'
-import csv, sys
-try:
-    rows = list(csv.DictReader(open(sys.argv[1])))
-except OSError as e:
-    sys.exit(f"dead zone {sys.argv[2]}: no result ({e})")
-gap = [float(r["prediction"]) - float(r["copy_first_frame"]) for r in rows]
-mean = sum(float(r["prediction"]) for r in rows) / len(rows)
-print(f"dead zone {sys.argv[2]:>4s}: val {mean:.2f} dB, {sum(g < 0 for g in gap)} frames below copy, worst {min(gap):+.2f} dB")
-PYEOF
-done 2>&1 | tee "$W/deadzone.txt"
-pack
-stamp "Tester on $BEST, cold then warm decode cache"
-for pass in cold warm; do
-  timeout 120 $PY Tester.py --ckpt_path "$BEST" --amp --save_root "$W/test_$pass" 2>&1 | tail -8 | tee "$W/tester_$pass.log"
+stamp "Tester on each run's best.ckpt (cold decode cache), then the first run's again (warm)"
+FIRST=""
+for name in $NAMES; do
+  [ -f "$R/$name/best.ckpt" ] || { echo "$name: no best.ckpt"; continue; }
+  FIRST=${FIRST:-$name}
+  timeout 120 $PY Tester.py --ckpt_path "$R/$name/best.ckpt" --amp --save_root "$W/test_$name" 2>&1 | tail -9 | tee "$W/tester_$name.log"
 done
-rm -f "$W"/test_cold/*.gif "$W"/test_warm/pred_seq[1-9]*.gif
+BEST="$R/${FIRST:-cartoon}/best.ckpt"
+timeout 120 $PY Tester.py --ckpt_path "$BEST" --amp --save_root "$W/test_warm" 2>&1 | tail -3 | tee "$W/tester_warm.log"
+rm -f "$W"/test_*/pred_seq[1-9]*.gif "$W"/test_warm/*.gif
 pack
 stamp "benchmark (alone on the GPU)"
 timeout 300 $PY scripts/benchmark.py --ckpt_path "$BEST" --big_batches 32 --steps 10 --json "$W/bench.json" "${EXTRA[@]}" 2>&1 | tee "$W/bench.log"

@@ -23,17 +23,17 @@ def test_explicit_flags_leaves_the_parser_alone():
 
 def test_head_flags_a_head_would_ignore_are_refused_by_name(capsys):
     for argv, flag in ((["--reference_gap", "8"], "--reference_gap"), (["--flow_deadzone", "0.1"], "--flow_deadzone"),
-                       (["--output_activation", "none", "--flow_deadzone", "0.1"], "--flow_deadzone")):
+                       (["--output_activation", "none", "--flow_deadzone", "0.1"], "--flow_deadzone"),
+                       (["--output_activation", "layered", "--flow_deadzone", "0.1"], "--flow_deadzone")):
         with pytest.raises(SystemExit):
             config.parse_args(argv)
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert f"{flag} has no effect with --output_activation" in err
-    ok = config.parse_args(["--output_activation", "pose_shift", "--reference_gap", "8", "--flow_deadzone", "0.1"])
-    assert (ok.reference_gap, ok.flow_deadzone) == (8, 0.1)
+    assert config.parse_args(["--output_activation", "layered", "--reference_gap", "8"]).reference_gap == 8
     assert config.parse_args(["--output_activation", "warp", "--flow_deadzone", "0.1"]).flow_deadzone == 0.1
     # a preset's values for its own head are dropped when another head is typed, not refused
     other = config.parse_args(["--preset", "quick", "--output_activation", "warp"])
-    assert (other.reference_gap, other.flow_deadzone) == (0, 0.05)
+    assert (other.reference_gap, other.output_activation) == (0, "warp")
 
 
 def test_architecture_refuses_a_typed_flag_the_checkpoint_contradicts():

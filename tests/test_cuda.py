@@ -23,14 +23,14 @@ def random_rollout_inputs(S=3, T=40, H=32, W=64, seed=0):
 
 
 @pytest.mark.parametrize("activation,prior", [("sigmoid", "fixed"), ("warp", "fixed"), ("warp", "learned"),
-                                              ("pose_shift", "fixed"), ("pose_shift", "learned")])
+                                              ("layered", "fixed"), ("layered", "learned")])
 def test_graphed_rollout_equals_eager_in_fp32(activation, prior, monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     torch.manual_seed(0)
     model = VAE_Model(output_activation=activation, prior=prior).cuda().eval()
     if prior == "learned":
         torch.nn.init.normal_(model.Learned_Prior[-1].weight, std=0.1)
-    if activation in ("warp", "pose_shift"):  # non-trivial (their last conv starts at zero)
+    if activation in ("warp", "layered"):  # non-trivial (their last conv starts at zero)
         torch.nn.init.normal_(model.Generator[-1].weight, std=0.1)
     first, labels = random_rollout_inputs()  # T = 40: two full chunks of 16 and a short one of 7
     noise = lambda: rollout_noise(model, 0, range(3), 0, 32, 64, "cuda")  # noqa: E731
@@ -54,7 +54,7 @@ def test_compiled_graphed_rollout_equals_eager_in_fp32(monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     torch.manual_seed(0)
-    model = VAE_Model(16, 8, 4, 16, output_activation="pose_shift").cuda().eval()
+    model = VAE_Model(16, 8, 4, 16, output_activation="layered").cuda().eval()
     torch.nn.init.normal_(model.Generator[-1].weight, std=0.1)
     first, labels = random_rollout_inputs(T=40)
     noise = lambda: rollout_noise(model, 0, range(3), 0, 32, 64, "cuda")  # noqa: E731
@@ -128,8 +128,8 @@ def test_stream_writer_waits_for_each_cuda_chunk_to_land(tmp_path):
     assert (tmp_path / "s.csv").read_bytes() == submission_bytes(frames)
 
 
-@pytest.mark.parametrize("activation,prior,amp", [("warp", "fixed", False), ("pose_shift", "learned", False),
-                                                  ("warp", "fixed", True), ("pose_shift", "fixed", False)])
+@pytest.mark.parametrize("activation,prior,amp", [("warp", "fixed", False), ("layered", "learned", False),
+                                                  ("warp", "fixed", True), ("layered", "fixed", False)])
 def test_graphed_training_steps_equal_eager_ones(activation, prior, amp, monkeypatch):
     """Forward and backward replayed as graphs give the eager losses and gradients, step after step,
     with teacher forcing on and off (two captures), and BatchNorm's statistics end the same."""
@@ -149,7 +149,7 @@ def test_graphed_training_steps_equal_eager_ones(activation, prior, amp, monkeyp
     for tf in [True, False, False, True, False]:
         img, label = (torch.rand(2, 6, 3, 32, 64, device="cuda", generator=g) for _ in range(2))
         eps = torch.randn(2, 5, 4, 32, 64, device="cuda", generator=g)
-        ref = torch.rand(2, 6, 32, 64, device="cuda", generator=g) if activation == "pose_shift" else None
+        ref = torch.rand(2, 6, 32, 64, device="cuda", generator=g) if activation == "layered" else None
         results = []
         for (model, loss_fn), opt in zip(runs, opts):
             with autocast("cuda", amp):

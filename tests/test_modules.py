@@ -114,16 +114,16 @@ def test_kl_against_hand_computation():
     assert kl_criterion(mu, logvar, batch_size=2).item() == pytest.approx(sum(per_element).item() / 2, rel=1e-6)
     assert kl_criterion(torch.zeros(3, 4), torch.zeros(3, 4), 3).item() == 0
 
-def test_pose_shift_decoder_reads_the_first_frame_and_others_ignore_it():
+def test_layered_decoder_reads_the_first_frame_and_others_ignore_it():
     from model import rollout_noise
     torch.manual_seed(0)
     prev, labels, z = torch.rand(2, 3, 16, 24), torch.rand(2, 4, 3, 16, 24), torch.randn(4, 2, 4, 16, 24)
-    for activation in ("pose_shift", "warp"):
+    for activation in ("layered", "warp"):
         m = VAE_Model(8, 4, 4, 8, output_activation=activation).eval()
         torch.nn.init.normal_(m.Generator[-1].weight, std=0.1)
-        assert next(m.Decoder_Fusion.parameters()).shape[1] == 8 + 4 + 4 + 8 * (activation == "pose_shift")  # input width
+        assert next(m.Decoder_Fusion.parameters()).shape[1] == 8 + 4 + 4 + 7 * (activation == "layered")  # input width: room, dancer, support
         a, b = (m.rollout_chunk(prev, labels, z, torch.rand(2, 6, 16, 24)) for _ in range(2))
-        assert torch.equal(a, b) != (activation == "pose_shift")  # two other first frames: other frames for pose_shift
+        assert torch.equal(a, b) != (activation == "layered")  # two other first frames: other frames for layered
         # a rollout's reference is its own first frame, in every chunk (here 3 chunks of 16)
         first, long_labels = torch.rand(1, 3, 16, 24), torch.rand(1, 40, 3, 16, 24)
         out = m.rollout(first, long_labels, rollout_noise(m, 0, [0], 0, 16, 24, "cpu"))
@@ -140,7 +140,7 @@ def test_warp_is_the_identity_at_zero_flow_and_shifts_by_whole_pixels():
     assert torch.allclose(warp(x, flow)[..., 1:, :-2], x[..., :-1, 2:], atol=1e-5)
 
 
-@pytest.mark.parametrize("activation,channels", [("warp", 2), ("sigmoid", 3), ("pose_shift", 12)])
+@pytest.mark.parametrize("activation,channels", [("warp", 2), ("sigmoid", 3), ("layered", 6)])
 def test_output_heads_have_their_channels_and_stay_in_0_1(activation, channels):
     m = VAE_Model(8, 4, 4, 8, output_activation=activation)
     assert m.Generator[-1].out_channels == channels

@@ -1,5 +1,6 @@
 """Tester: batched rollouts, the submission CSV, GIFs, checkpoints it refuses."""
 import csv
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -388,3 +389,16 @@ def test_another_tests_outputs_are_refused_unless_overwrite(trained, tmp_path):
         run_tester(trained, tmp_path / "a", "--no_gif", "--seed", "2")
     assert np.array_equal(first, run_tester(trained, tmp_path / "a", "--no_gif", "--overwrite"))
     assert not (tmp_path / "a" / "pred_seq7.gif").exists()
+
+
+def test_a_killed_testers_temp_files_are_removed_on_the_next_start(trained, tmp_path, capsys):
+    import subprocess
+    out = tmp_path / "a"
+    out.mkdir()
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # its pid is no longer running
+    stale, live = out / f".submission.csv.tmp{dead.pid}", out / f".pred_seq0.gif.tmp{os.getppid()}.gif"
+    stale.write_text("half a CSV"), live.write_text("another process is writing this")
+    run_tester(trained, out, "--no_gif")
+    assert not stale.exists() and live.exists()
+    assert f"removed {stale}" in capsys.readouterr().out

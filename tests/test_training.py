@@ -49,7 +49,7 @@ def test_every_frame_reaches_the_loss(per_frame, teacher_forcing):
 def test_graphed_clip_loss_falls_back_to_the_eager_loss_and_says_so(capfd):
     import copy
     from cuda_graphs import GraphedClipLoss
-    model = VAE_Model(8, 4, 4, 8, output_activation="pose_shift")
+    model = VAE_Model(8, 4, 4, 8, output_activation="layered")
     torch.nn.init.normal_(model.Generator[-1].weight, std=0.1)  # flows that depend on the previous frame
     eager = copy.deepcopy(model)
     img, label = clip()
@@ -69,11 +69,11 @@ def test_graphed_clip_loss_falls_back_to_the_eager_loss_and_says_so(capfd):
 
 
 @pytest.mark.parametrize("activation,prior", [("sigmoid", "fixed"), ("sigmoid", "learned"), ("warp", "fixed"),
-                                              ("pose_shift", "fixed"), ("pose_shift", "learned")])
+                                              ("layered", "fixed"), ("layered", "learned")])
 @pytest.mark.parametrize("teacher_forcing", [True, False])
 def test_batched_over_time_equals_frame_by_frame_in_eval_mode(teacher_forcing, activation, prior):
     model = VAE_Model(8, 4, 4, 8, output_activation=activation, prior=prior).eval()
-    torch.nn.init.normal_(model.Generator[-1].weight)  # warp and pose_shift start at zero: make it matter
+    torch.nn.init.normal_(model.Generator[-1].weight)  # warp and layered start at zero: make it matter
     if prior == "learned":  # the prior head starts at N(0, I): make it matter
         torch.nn.init.normal_(model.Learned_Prior[-1].weight, std=0.1)
     img, label = clip()
@@ -124,11 +124,11 @@ def test_learned_prior_trains_end_to_end_and_the_tester_uses_it(tiny_data, tmp_p
 
 def test_quick_recipe_trains_a_warp_model_that_the_tester_rolls_out(tiny_data, tmp_path):
     ckpt, model, arch = train_then_test(tiny_data, tmp_path, "--preset", "quick", "--num_epoch", "1", "--partial", "1")
-    assert ckpt["args"]["output_activation"] == "pose_shift" and ckpt["args"]["detach_prev"] is True
+    assert ckpt["args"]["output_activation"] == "layered" and ckpt["args"]["detach_prev"] is True
     assert ckpt["args"]["reference_gap"] == 128
     assert ckpt["args"]["ema"] == 0.99 and "train_state_dict" in ckpt  # the Tester rolled out the average
     assert ckpt["state_dict"]["Generator.7.weight"].shape[0] == 12 and ckpt["state_dict"]["Generator.7.weight"].abs().sum() > 0
-    assert arch.output_activation == "pose_shift" and model.head.name == "pose_shift"
+    assert arch.output_activation == "layered" and model.head.name == "layered"
     assert model.head.flow_deadzone == config.PRESETS["quick"]["flow_deadzone"] > 0  # from the checkpoint
     import Tester
     path = str(tmp_path / "run" / "last.ckpt")
@@ -174,12 +174,12 @@ def test_warp_model_learns_to_move_a_square_better_than_copying():
     assert mse.item() < 0.5 * copy.item()
 
 
-def test_quick_and_recommended_presets_train_the_pose_shift_recipe(capsys):
+def test_quick_and_recommended_presets_train_the_layered_recipe(capsys):
     for name in ("quick", "recommended"):
         a = Trainer.parse_args(["--preset", name])
         assert (a.output_activation, a.reference_gap, a.tfr, a.tfr_d_step, a.detach_prev, a.kl_anneal_type,
-                a.milestones, a.ema) == ("pose_shift", 128, 0.0, 0.0, True, "None", [], 0.99)
-        assert a.flow_deadzone == 0.05
+                a.milestones, a.ema) == ("layered", 128, 0.0, 0.0, True, "None", [], 0.99)
+        assert a.flow_deadzone == 0.0  # the layered head has no flow
     q, r = Trainer.parse_args(["--preset", "quick"]), Trainer.parse_args(["--preset", "recommended"])
     assert (q.F_dim, q.L_dim, q.N_dim, q.D_out_dim, q.batch_size, q.num_epoch, q.train_vi_len, q.partial) == \
         (32, 16, 8, 64, 2, 2, 16, 0.5)  # the README's measured quick job
@@ -266,18 +266,15 @@ def test_teacher_forcing_decays_as_the_course():
 
 
 def test_teacher_forcing_draw_is_reproducible_and_has_the_right_rate():
-    for per_step in (False, True):
-        key = (lambda i: (0, i)) if per_step else (lambda i: (i, 0))  # noqa: E731  (epoch, step)
-        draws = [use_teacher_forcing(0.3, 1, *key(i), per_step) for i in range(4000)]
-        assert draws == [use_teacher_forcing(0.3, 1, *key(i), per_step) for i in range(4000)]
-        assert abs(sum(draws) / 4000 - 0.3) < 0.03
-        assert all(use_teacher_forcing(1.0, 1, *key(i), per_step) for i in range(50))
-        assert not any(use_teacher_forcing(0.0, 1, *key(i), per_step) for i in range(50))
-    assert len({use_teacher_forcing(0.5, 1, 3, step) for step in range(100)}) == 1  # the default: once per epoch
+    draws = [use_teacher_forcing(0.3, 1, epoch) for epoch in range(4000)]
+    assert draws == [use_teacher_forcing(0.3, 1, epoch) for epoch in range(4000)]
+    assert abs(sum(draws) / 4000 - 0.3) < 0.03
+    assert all(use_teacher_forcing(1.0, 1, epoch) for epoch in range(50))
+    assert not any(use_teacher_forcing(0.0, 1, epoch) for epoch in range(50))
+    assert draws != [use_teacher_forcing(0.3, 2, epoch) for epoch in range(4000)]  # the seed matters
 
 
-@pytest.mark.parametrize("tf_draw", ["epoch", "step"])
-def test_trainer_draws_teacher_forcing_once_per_epoch_as_the_course(tiny_data, tmp_path, monkeypatch, tf_draw):
+def test_trainer_draws_teacher_forcing_once_per_epoch_as_the_course(tiny_data, tmp_path, monkeypatch):
     seen = []
     clip_loss = VAE_Model.clip_loss
 
@@ -287,16 +284,13 @@ def test_trainer_draws_teacher_forcing_once_per_epoch_as_the_course(tiny_data, t
 
     monkeypatch.setattr(VAE_Model, "clip_loss", recording)
     Trainer.main(run_args(tiny_data, tmp_path / "r", "--num_epoch", "4", "--tfr", "0.5", "--tfr_sde", "1",
-                          "--tfr_d_step", "0.1", "--tf_draw", tf_draw))
+                          "--tfr_d_step", "0.1"))
     tfrs = [float(r["tfr"]) for r in csv.DictReader(open(tmp_path / "r" / "history.csv"))]
     assert tfrs == pytest.approx([0.5, 0.4, 0.3, 0.2])  # decays from epoch tfr_sde = 1 on
     per_epoch = [seen[5 * e:5 * e + 5] for e in range(4)]  # 10 clips of 4 frames, batch 2: 5 steps per epoch
     assert len(seen) == 20
-    if tf_draw == "epoch":
-        assert per_epoch == [[use_teacher_forcing(t, 1, e, 0)] * 5 for e, t in enumerate(tfrs)]
-        assert {True, False} == set(seen)  # both draws happen over these 4 epochs
-    else:
-        assert any(len(set(steps)) == 2 for steps in per_epoch)
+    assert per_epoch == [[use_teacher_forcing(t, 1, e)] * 5 for e, t in enumerate(tfrs)]
+    assert {True, False} == set(seen)  # both draws happen over these 4 epochs
 
 
 def test_fast_train_covers_epochs_0_to_fast_train_epoch_plus_1_as_the_template():
@@ -545,7 +539,7 @@ def test_truncated_and_foreign_checkpoints(tmp_path):
     # the error names the flag that shapes the modules at fault
     for model, flag in ((VAE_Model(8, 4, 4, 8, prior="learned"), "--prior"),
                         (VAE_Model(8, 4, 4, 8, output_activation="warp"), "--output_activation"),
-                        (VAE_Model(8, 4, 4, 8, output_activation="pose_shift"), "--output_activation")):
+                        (VAE_Model(8, 4, 4, 8, output_activation="layered"), "--output_activation")):
         with pytest.raises(checkpoint.CheckpointError, match=f"good.ckpt: weights do not fit .*check .*{flag}"):
             checkpoint.load_weights(model, checkpoint.load(good)["state_dict"], good)
 
@@ -698,8 +692,8 @@ def test_reference_gap_gives_each_reference_frame_with_its_own_pose_label():
         assert ((img[:, 0] - ref[:, :3]) * 255).round().min() >= 0  # drawn at or before the clip's start
 
 @pytest.mark.parametrize("teacher_forcing", [True, False])
-def test_pose_shift_clip_loss_reads_the_first_label_and_batches_like_frame_by_frame(teacher_forcing):
-    model = VAE_Model(8, 4, 4, 8, output_activation="pose_shift").eval()
+def test_layered_clip_loss_reads_the_first_label_and_batches_like_frame_by_frame(teacher_forcing):
+    model = VAE_Model(8, 4, 4, 8, output_activation="layered").eval()
     torch.nn.init.normal_(model.Generator[-1].weight, std=0.1)
     img, label = clip()
     eps = torch.randn(2, 4, 4, 16, 24)
@@ -712,18 +706,18 @@ def test_pose_shift_clip_loss_reads_the_first_label_and_batches_like_frame_by_fr
     assert (loss(label) - loss(other)).abs().max() > 0
 
 
-def test_pose_shift_trains_end_to_end_and_the_tester_rebuilds_it(tiny_data, tmp_path):
-    ckpt, model, arch = train_then_test(tiny_data, tmp_path, "--output_activation", "pose_shift",
+def test_layered_trains_end_to_end_and_the_tester_rebuilds_it(tiny_data, tmp_path):
+    ckpt, model, arch = train_then_test(tiny_data, tmp_path, "--output_activation", "layered",
                                         "--reference_gap", "3", "--tfr", "0", "--num_epoch", "1")
-    assert ckpt["args"]["output_activation"] == "pose_shift" and arch.output_activation == "pose_shift"
+    assert ckpt["args"]["output_activation"] == "layered" and arch.output_activation == "layered"
     assert "head.keypoints.classify.weight" in ckpt["state_dict"]
 
 
 @pytest.mark.parametrize("per_frame", [False, True])
-def test_clip_loss_reads_the_given_reference_frame_for_pose_shift_only(per_frame):
+def test_clip_loss_reads_the_given_reference_frame_for_layered_only(per_frame):
     img, label = clip()
     eps = torch.randn(2, 4, 4, 16, 24)
-    for activation in ("pose_shift", "warp"):
+    for activation in ("layered", "warp"):
         torch.manual_seed(0)
         model = VAE_Model(8, 4, 4, 8, output_activation=activation).eval()
         torch.nn.init.normal_(model.Generator[-1].weight, std=0.1)
