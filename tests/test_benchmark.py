@@ -52,15 +52,15 @@ def test_benchmark_takes_presets_and_refuses_flags_a_checkpoint_contradicts(trai
     import checkpoint
     data, ckpt = trained
     quick = bench.parse_args(["--preset", "quick", "--steps", "1"])
-    assert (quick.F_dim, quick.output_activation, quick.steps) == (32, "pose_shift", 1)
+    assert (quick.F_dim, quick.output_activation, quick.steps) == (32, "layered", 1)
     assert bench.parse_args(["--preset", "quick", "--F_dim", "8"]).F_dim == 8  # typed flags win
     with pytest.raises(checkpoint.CheckpointError, match="--F_dim 16 differs"):
         bench.main(["--DR", str(data), "--ckpt_path", str(ckpt), "--F_dim", "16", "--device", "cpu"])
 
 
-@pytest.mark.parametrize("activation,prior", [("warp", "learned"), ("pose_shift", "fixed")])
+@pytest.mark.parametrize("activation,prior", [("warp", "learned"), ("layered", "fixed")])
 def test_plain_rollout_equals_the_fast_one(activation, prior):
-    """The learned prior is sampled alike, and pose_shift reads the same first frame, first pose and pose
+    """The learned prior is sampled alike, and layered reads the same first frame, first pose and pose
     labels in both."""
     import torch
     from model import VAE_Model, rollout_noise
