@@ -164,9 +164,11 @@ def score(pred, gt, labels, names, save_root):
 
 
 def write_contact_sheets(frames, gt, labels, names, save_root):
-    """contact_sheet_seq<i>.png: prediction (sample 0), ground truth when known, pose; all uint8 [S,T,3,H,W]."""
+    """contact_sheet_seq<i>.png: prediction (sample 0), ground truth and |difference| x 3 when known, pose; all uint8
+    [S,T,3,H,W]."""
     for s, name in enumerate(names):
-        rows = {"prediction": frames[s], **({} if gt is None else {"truth": gt[s]}), "pose": labels[s]}
+        known = {} if gt is None else {"truth": gt[s], f"|diff| x{media.DIFFERENCE_GAIN}": media.difference(frames[s], gt[s])}
+        rows = {"prediction": frames[s], **known, "pose": labels[s]}
         media.write_contact_sheet(rows, save_root / f"contact_sheet_seq{name}.png")
 
 

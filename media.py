@@ -52,6 +52,15 @@ def contact_sheet_frames(T):
     return sorted({t for t in CONTACT_SHEET_FRAMES if t < T} | {T - 1})
 
 
+DIFFERENCE_GAIN = 3
+
+
+def difference(pred, truth):
+    """|pred - truth| x DIFFERENCE_GAIN as a uint8 video (numpy, [..., 3, H, W]): a sliding room or a ghost shows at once."""
+    diff = np.abs(pred.astype(np.int16) - truth.astype(np.int16)) * DIFFERENCE_GAIN
+    return np.minimum(diff, 255).astype(np.uint8)
+
+
 def write_contact_sheet(rows, path, scale=3):
     """A PNG of uint8 videos rows = {name: [T, 3, H, W]}: one row per video (its name at the left) at the
     frames contact_sheet_frames(T) (numbered above), each enlarged scale x with nearest neighbours.

@@ -54,11 +54,12 @@ def save_validation_media(result, save_root, epoch, gif):
         w.writerow(["frame", *columns])
         for t, values in enumerate(zip(*(c.tolist() for c in columns.values())), 1):
             w.writerow([t, *(f"{v:.4f}" for v in values)])
-    panels = [media.to_uint8(result[k][0]) for k in ("pred", "img", "label")]  # the first val sequence
-    media.write_contact_sheet(dict(zip(("prediction", "truth", "pose"), panels)),
-                              save_root / f"contact_sheet_epoch={epoch}.png")
+    pred, truth, pose = (media.to_uint8(result[k][0]) for k in ("pred", "img", "label"))  # the first val sequence
+    rows = {"prediction": pred, "truth": truth, f"|diff| x{media.DIFFERENCE_GAIN}": media.difference(pred, truth),
+            "pose": pose}
+    media.write_contact_sheet(rows, save_root / f"contact_sheet_epoch={epoch}.png")
     if gif:
-        media.write_gif(media.side_by_side(*panels), save_root / f"val_epoch={epoch}.gif")
+        media.write_gif(media.side_by_side(pred, truth, pose), save_root / f"val_epoch={epoch}.gif")
 
 
 def plot_epoch(curves, history, save_root, epoch):

@@ -317,11 +317,12 @@ def test_contact_sheets_show_the_prediction_truth_and_pose_at_fixed_frames(train
     (H, W), scale, columns = (32, 64), 3, [0, 9]  # a 10-frame sequence: frame 0 and its last
     assert media.contact_sheet_frames(10) == columns and media.contact_sheet_frames(630) == list(media.CONTACT_SHEET_FRAMES)
     assert media.contact_sheet_frames(60) == [0, 25, 50, 59]
-    assert sheet.shape == (media.SHEET_HEADER_H + 3 * (H * scale + media.SHEET_GAP) - media.SHEET_GAP,
+    assert sheet.shape == (media.SHEET_HEADER_H + 4 * (H * scale + media.SHEET_GAP) - media.SHEET_GAP,
                            media.SHEET_NAME_W + 2 * (W * scale + media.SHEET_GAP) - media.SHEET_GAP, 3)
     gt, pose = (np.stack([decode(trained[0] / "test" / d / "1" / f"frame{t}.png", H, W) for t in range(10)])
                 for d in ("test_gt", "test_label"))
-    for row, video in enumerate((frames[1], gt, pose)):
+    diff = np.minimum(np.abs(frames[1].astype(int) - gt.astype(int)) * 3, 255).astype(np.uint8)
+    for row, video in enumerate((frames[1], gt, diff, pose)):
         for c, t in enumerate(columns):
             y = media.SHEET_HEADER_H + row * (H * scale + media.SHEET_GAP)
             x = media.SHEET_NAME_W + c * (W * scale + media.SHEET_GAP)
