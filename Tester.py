@@ -23,7 +23,7 @@ from cuda_graphs import rollout_step  # noqa: E402
 from dataloader import DatasetError, Dataset_Dance, load_test_gt  # noqa: E402
 from metrics import (against_baselines, psnr_per_frame, sample_summary, ssim, table_curves, table_means,  # noqa: E402
                      versus_baselines)
-from model import VAE_Model, autocast  # noqa: E402
+from modules.model import VAE_Model, autocast  # noqa: E402
 
 
 # the course Tester's flags (its Trainer's, plus --make_gif) that mean nothing here: accepted, noted once

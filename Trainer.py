@@ -27,7 +27,7 @@ from config import DEFAULT_DR, no_effect_note, parse_args, resolve_checkpoint
 from cuda_graphs import GraphedClipLoss, rollout_step
 from dataloader import ClipSampler, DatasetError, Dataset_Dance
 from ema import EMA
-from model import VAE_Model, autocast
+from modules.model import VAE_Model, autocast
 from runs import RunState, append_history, checkpoint_state
 from schedules import lr_at, next_tfr, use_teacher_forcing
 from validation import Plotter, plot_epoch, save_validation_media, score_text, validate

@@ -5,7 +5,7 @@ import copy
 import torch
 
 import checkpoint
-from model import PRIORS
+from modules.model import PRIORS
 from modules.heads import HEADS
 from schedules import normalize_kl_type
 

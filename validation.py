@@ -10,7 +10,7 @@ import media
 import plotting
 from metrics import (SCORES, against_baselines, history_scores, psnr_per_frame, sample_summary, ssim, table_curves,
                      table_means, versus_baselines)
-from model import autocast
+from modules.model import autocast
 
 
 @torch.no_grad()

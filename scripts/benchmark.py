@@ -31,7 +31,7 @@ import checkpoint  # noqa: E402
 import distributed  # noqa: E402
 from cuda_graphs import GraphedClipLoss, first_line, rollout_step  # noqa: E402
 from metrics import against_baselines, history_scores, table_means, versus_baselines  # noqa: E402
-from model import VAE_Model, autocast, rollout_noise  # noqa: E402
+from modules.model import VAE_Model, autocast, rollout_noise  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -63,7 +63,7 @@ def test_plain_rollout_equals_the_fast_one(activation, prior):
     """The learned prior is sampled alike, and layered reads the same first frame, first pose and pose
     labels in both."""
     import torch
-    from model import VAE_Model, rollout_noise
+    from modules.model import VAE_Model, rollout_noise
     model = VAE_Model(8, 4, 4, 8, output_activation=activation, prior=prior).eval()
     if prior == "learned":
         torch.nn.init.normal_(model.Learned_Prior[-1].weight, std=0.3)

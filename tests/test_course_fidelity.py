@@ -10,7 +10,7 @@ import Trainer
 from conftest import TINY, make_dataset
 from dataloader import DatasetError, Dataset_Dance
 from ema import EMA
-from model import VAE_Model
+from modules.model import VAE_Model
 from schedules import lr_at
 
 T = pytest.importorskip("torchvision.transforms")

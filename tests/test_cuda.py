@@ -12,7 +12,7 @@ import Trainer
 from conftest import TINY
 from cuda_graphs import GraphedClipLoss, GraphedRollout
 from media import StreamWriter, submission_bytes
-from model import VAE_Model, autocast, rollout_noise
+from modules.model import VAE_Model, autocast, rollout_noise
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -14,7 +14,7 @@ import checkpoint
 import runs
 import Trainer
 from conftest import TINY, make_dataset
-from model import VAE_Model
+from modules.model import VAE_Model
 
 REPO = Path(__file__).resolve().parents[1]
 

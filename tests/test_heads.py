@@ -2,7 +2,7 @@
 import torch
 
 from metrics import translate
-from model import VAE_Model
+from modules.model import VAE_Model
 from modules.heads import HEADS
 
 

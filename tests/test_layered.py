@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from metrics import room_region
-from model import NoiseSource, VAE_Model
+from modules.model import NoiseSource, VAE_Model
 from modules.heads import inpaint, limb_colours, limb_motion, move_limbs
 
 

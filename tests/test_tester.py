@@ -13,7 +13,7 @@ import Tester
 from conftest import TINY, make_dataset
 from dataloader import DatasetError
 from media import StreamWriter, side_by_side, submission_bytes, write_gif, write_submission
-from model import NoiseSource, VAE_Model, rollout_noise
+from modules.model import NoiseSource, VAE_Model, rollout_noise
 
 
 def test_csv_format_and_chw_order(tmp_path):

@@ -12,7 +12,7 @@ import config
 import runs
 import Trainer
 from conftest import TINY, moving_square
-from model import VAE_Model
+from modules.model import VAE_Model
 from dataloader import ClipSampler
 from schedules import kl_annealing, lr_at, next_tfr, use_teacher_forcing
 
@@ -85,7 +85,7 @@ def test_batched_over_time_equals_frame_by_frame_in_eval_mode(teacher_forcing, a
 
 
 def test_kl_of_two_gaussians_matches_monte_carlo_and_the_fixed_prior_case():
-    from model import kl_criterion, kl_gaussians
+    from modules.model import kl_criterion, kl_gaussians
     g = torch.Generator().manual_seed(0)
     mu_q, mu_p = torch.randn(2, 3, 4, 5, generator=g), torch.randn(2, 3, 4, 5, generator=g)
     lv_q, lv_p = torch.randn(2, 3, 4, 5, generator=g) * 0.5, torch.randn(2, 3, 4, 5, generator=g) * 0.5
@@ -137,7 +137,7 @@ def test_quick_recipe_trains_a_warp_model_that_the_tester_rolls_out(tiny_data, t
 
 
 def test_untrained_warp_models_copy_the_previous_frame(tolerance=1e-5):  # float rounding in grid_sample
-    from model import rollout_noise
+    from modules.model import rollout_noise
     model = VAE_Model(8, 4, 4, 8, output_activation="warp").eval()
     first, labels = torch.rand(2, 3, 16, 24), torch.rand(2, 6, 3, 16, 24)
     out = model.rollout(first, labels, rollout_noise(model, 0, [0, 1], 0, 16, 24, "cpu"))
