@@ -49,7 +49,7 @@ def test_benchmark_scores_a_checkpoint_the_same_both_ways_in_fp32(trained, capsy
 
 
 def test_benchmark_takes_presets_and_refuses_flags_a_checkpoint_contradicts(trained):
-    import checkpoint
+    from engine import checkpoint
     data, ckpt = trained
     quick = bench.parse_args(["--preset", "quick", "--steps", "1"])
     assert (quick.F_dim, quick.output_activation, quick.steps) == (32, "layered", 1)

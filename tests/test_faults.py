@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import checkpoint
-import runs
+from engine import checkpoint, runs
 import Trainer
 from conftest import TINY, make_dataset
 from modules.model import VAE_Model

@@ -1,7 +1,7 @@
 """What every output head shares: the course keys plus a marker, and the geometry they use."""
 import torch
 
-from metrics import translate
+from engine.metrics import translate
 from modules.model import VAE_Model
 from modules.heads import HEADS
 

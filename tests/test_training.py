@@ -7,14 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-import checkpoint
-import config
-import runs
+from engine import checkpoint, config, runs
 import Trainer
 from conftest import TINY, moving_square
 from modules.model import VAE_Model
 from dataloader import ClipSampler
-from schedules import kl_annealing, lr_at, next_tfr, use_teacher_forcing
+from engine.schedules import kl_annealing, lr_at, next_tfr, use_teacher_forcing
 
 
 def run_args(data, save_root, *extra):
@@ -48,7 +46,7 @@ def test_every_frame_reaches_the_loss(per_frame, teacher_forcing):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the fallback: capture needs CUDA, so on CPU it fails")
 def test_graphed_clip_loss_falls_back_to_the_eager_loss_and_says_so(capfd):
     import copy
-    from cuda_graphs import GraphedClipLoss
+    from engine.cuda_graphs import GraphedClipLoss
     model = VAE_Model(8, 4, 4, 8, output_activation="layered")
     torch.nn.init.normal_(model.Generator[-1].weight, std=0.1)  # flows that depend on the previous frame
     eager = copy.deepcopy(model)
@@ -792,7 +790,7 @@ def test_clips_and_references_stay_inside_their_video():
 
 
 def test_compare_plot_takes_histories_from_before_and_after_the_region_columns(tmp_path):
-    import plotting
+    from engine import plotting
     old_fields = runs.HISTORY_FIELDS[:runs.HISTORY_FIELDS.index("minutes") + 1]
     for name, fields in (("old", old_fields), ("new", runs.HISTORY_FIELDS)):
         with open(tmp_path / f"{name}.csv", "w", newline="") as f:
