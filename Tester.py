@@ -16,14 +16,12 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-import checkpoint  # noqa: E402
-import distributed  # noqa: E402
-import media  # noqa: E402
-from cuda_graphs import rollout_step  # noqa: E402
 from dataloader import DatasetError, Dataset_Dance, load_test_gt  # noqa: E402
-from metrics import (against_baselines, psnr_per_frame, sample_summary, ssim, table_curves, table_means,  # noqa: E402
-                     versus_baselines)
-from model import VAE_Model, autocast  # noqa: E402
+from engine import checkpoint, distributed, media  # noqa: E402
+from engine.cuda_graphs import rollout_step  # noqa: E402
+from engine.metrics import (against_baselines, psnr_per_frame, sample_summary, ssim, table_curves,  # noqa: E402
+                            table_means, versus_baselines)
+from modules.model import VAE_Model, autocast  # noqa: E402
 
 
 # the course Tester's flags (its Trainer's, plus --make_gif) that mean nothing here: accepted, noted once
@@ -135,7 +133,7 @@ def score(pred, gt, labels, names, save_root):
     """PSNR and SSIM per sequence and per frame against ground truth: pred [S,K,T,3,H,W] (K samples), the mean over
     samples and the best sample per sequence; PSNR on the full frame, the pose region and the room, beside the
     baselines that learn nothing (copy, sticker, paste; labels uint8 [S,T,3,H,W])."""
-    import plotting  # matplotlib costs ~0.4 s of import: only runs with ground truth pay it
+    from engine import plotting  # matplotlib costs ~0.4 s of import: only runs with ground truth pay it
     gt = torch.from_numpy(gt).to(pred.device).float() / 255
     table, _ = against_baselines(pred, gt, torch.from_numpy(labels).to(pred.device).float() / 255)
     K = pred.shape[1]

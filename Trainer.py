@@ -1,4 +1,4 @@
-"""Train the pose-conditioned VAE video predictor (flags: config.py; run folder and resume: runs.py).
+"""Train the pose-conditioned VAE video predictor (flags: engine/config.py; run folder and resume: engine/runs.py).
 
     python Trainer.py --preset quick                  # CPU-sized run on the embedded synthetic data
     python Trainer.py --DR path/to/LAB4_Dataset       # course defaults on the course data
@@ -19,18 +19,15 @@ from typing import Any, Callable, Optional
 import torch
 from tqdm import tqdm
 
-import checkpoint
-import distributed
-import plotting
-import runs
-from config import DEFAULT_DR, no_effect_note, parse_args, resolve_checkpoint
-from cuda_graphs import GraphedClipLoss, rollout_step
 from dataloader import ClipSampler, DatasetError, Dataset_Dance
-from ema import EMA
-from model import VAE_Model, autocast
-from runs import RunState, append_history, checkpoint_state
-from schedules import lr_at, next_tfr, use_teacher_forcing
-from validation import Plotter, plot_epoch, save_validation_media, score_text, validate
+from engine import checkpoint, distributed, plotting, runs
+from engine.config import DEFAULT_DR, no_effect_note, parse_args, resolve_checkpoint
+from engine.cuda_graphs import GraphedClipLoss, rollout_step
+from engine.ema import EMA
+from engine.runs import RunState, append_history, checkpoint_state
+from engine.schedules import lr_at, next_tfr, use_teacher_forcing
+from engine.validation import Plotter, plot_epoch, save_validation_media, score_text, validate
+from modules.model import VAE_Model, autocast
 
 VAL_SCORES = ("val_mse", "val_psnr", "copy_psnr", "val_ssim", "val_psnr_best", "val_ssim_best", "val_region_psnr",
               "copy_region_psnr", "val_region_ssim", "val_room_psnr", "copy_room_psnr", "sticker_psnr",
@@ -273,7 +270,7 @@ def new_best(state, score, best_exists):
 def ensure_default_dataset(args):
     """Generate an embedded synthetic dataset on first use when --DR is its folder: the default (data/synthetic,
     the cartoon style) or data/footage (the footage style); synthetic.STYLE_ROOTS names them."""
-    import synthetic
+    from engine import synthetic
     roots = {**synthetic.STYLE_ROOTS, "cartoon": DEFAULT_DR}
     for style, root in roots.items():
         if Path(args.DR).resolve() == Path(root).resolve():

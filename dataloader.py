@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from dataset_marker import read_marker
+from engine.dataset_marker import read_marker
 
 CACHE_VERSION = 1
 _STEM = re.compile(r"^(?:frame)?(\d+)$")

@@ -3,7 +3,7 @@
 Each head says how many channels the last conv gives (`channels`), how that conv starts
 (`init_last_conv`), how many feature channels Decoder_Fusion reads besides its own (`extra_channels`),
 what a step reads of the rollout's anchor [x_0, p_0] and of p_t (`read`: what forward() needs, and
-Decoder_Fusion's extra inputs), and the frame (`forward`). model.py, the rollout and cuda_graphs.py
+Decoder_Fusion's extra inputs), and the frame (`forward`). model.py, the rollout and engine/cuda_graphs.py
 call only this interface; adding a head is one class here, one entry in HEADS and one test.
 
 The layered head (the presets): the room stays, the dancer is moved limb by limb, both from x_0.
@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from metrics import skeleton  # the skeleton the pose-region metric scores, found the same way
+from engine.metrics import skeleton  # the skeleton the pose-region metric scores, found the same way
 
 
 class Head(nn.Module):

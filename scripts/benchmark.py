@@ -25,13 +25,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import Trainer  # noqa: E402
-import config  # noqa: E402
 from dataloader import ClipSampler, Dataset_Dance, decode, paired_files  # noqa: E402
-import checkpoint  # noqa: E402
-import distributed  # noqa: E402
-from cuda_graphs import GraphedClipLoss, first_line, rollout_step  # noqa: E402
-from metrics import against_baselines, history_scores, table_means, versus_baselines  # noqa: E402
-from model import VAE_Model, autocast, rollout_noise  # noqa: E402
+from engine import checkpoint, config, distributed  # noqa: E402
+from engine.cuda_graphs import GraphedClipLoss, first_line, rollout_step  # noqa: E402
+from engine.metrics import against_baselines, history_scores, table_means, versus_baselines  # noqa: E402
+from modules.model import VAE_Model, autocast, rollout_noise  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -18,8 +18,8 @@ pack() { tar czf "$OUT/gpu_results.tar.gz" --exclude='submission.csv' --exclude=
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
   $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"; } > "$W/machine.txt"
 cat "$W/machine.txt"
-stamp "datasets"; $PY synthetic.py --root data/synthetic 2>&1 | tail -1
-$PY synthetic.py --root data/footage --style footage 2>&1 | tail -1
+stamp "datasets"; $PY -m engine.synthetic --root data/synthetic 2>&1 | tail -1
+$PY -m engine.synthetic --root data/footage --style footage 2>&1 | tail -1
 stamp "CUDA tests"; timeout 300 $PY -m pytest -q -rf tests/test_cuda.py 2>&1 | tail -25 | tee "$W/cuda_tests.log"
 pack
 # graphed training is experimental: the recipe run uses it only when its CUDA tests passed

@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny datasets written by hand (not by synthetic.py), in the course layout."""
+"""Shared fixtures: tiny datasets written by hand (not by engine/synthetic.py), in the course layout."""
 import sys
 from pathlib import Path
 

@@ -49,7 +49,7 @@ def test_benchmark_scores_a_checkpoint_the_same_both_ways_in_fp32(trained, capsy
 
 
 def test_benchmark_takes_presets_and_refuses_flags_a_checkpoint_contradicts(trained):
-    import checkpoint
+    from engine import checkpoint
     data, ckpt = trained
     quick = bench.parse_args(["--preset", "quick", "--steps", "1"])
     assert (quick.F_dim, quick.output_activation, quick.steps) == (32, "layered", 1)
@@ -63,7 +63,7 @@ def test_plain_rollout_equals_the_fast_one(activation, prior):
     """The learned prior is sampled alike, and layered reads the same first frame, first pose and pose
     labels in both."""
     import torch
-    from model import VAE_Model, rollout_noise
+    from modules.model import VAE_Model, rollout_noise
     model = VAE_Model(8, 4, 4, 8, output_activation=activation, prior=prior).eval()
     if prior == "learned":
         torch.nn.init.normal_(model.Learned_Prior[-1].weight, std=0.3)

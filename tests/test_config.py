@@ -1,10 +1,9 @@
-"""config.py (flags, presets, checkpoint flags) and what Trainer.main() leaves behind."""
+"""engine/config.py (flags, presets, checkpoint flags) and what Trainer.main() leaves behind."""
 import signal
 
 import pytest
 
-import checkpoint
-import config
+from engine import checkpoint, config
 import Trainer
 from conftest import TINY
 

@@ -4,14 +4,13 @@ code does it (torch.load, load_state_dict(strict=True), Adam.load_state_dict), n
 import pytest
 import torch
 
-import checkpoint
-import runs
+from engine import checkpoint, runs
 import Trainer
 from conftest import TINY, make_dataset
 from dataloader import DatasetError, Dataset_Dance
-from ema import EMA
-from model import VAE_Model
-from schedules import lr_at
+from engine.ema import EMA
+from modules.model import VAE_Model
+from engine.schedules import lr_at
 
 T = pytest.importorskip("torchvision.transforms")
 MARKER = "Generator.output_activation_sigmoid_is_not_the_course_model"

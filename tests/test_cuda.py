@@ -10,9 +10,9 @@ import torch
 import Tester
 import Trainer
 from conftest import TINY
-from cuda_graphs import GraphedClipLoss, GraphedRollout
-from media import StreamWriter, submission_bytes
-from model import VAE_Model, autocast, rollout_noise
+from engine.cuda_graphs import GraphedClipLoss, GraphedRollout
+from engine.media import StreamWriter, submission_bytes
+from modules.model import VAE_Model, autocast, rollout_noise
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import checkpoint
+from engine import checkpoint
 import Trainer
 from conftest import TINY, moving_square, write_pngs
 

@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import checkpoint
-import runs
+from engine import checkpoint, runs
 import Trainer
 from conftest import TINY, make_dataset
-from model import VAE_Model
+from modules.model import VAE_Model
 
 REPO = Path(__file__).resolve().parents[1]
 

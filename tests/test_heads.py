@@ -1,8 +1,8 @@
 """What every output head shares: the course keys plus a marker, and the geometry they use."""
 import torch
 
-from metrics import translate
-from model import VAE_Model
+from engine.metrics import translate
+from modules.model import VAE_Model
 from modules.heads import HEADS
 
 

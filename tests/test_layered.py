@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from metrics import room_region
-from model import NoiseSource, VAE_Model
+from engine.metrics import room_region
+from modules.model import NoiseSource, VAE_Model
 from modules.heads import inpaint, limb_colours, limb_motion, move_limbs
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from metrics import copy_first_frame_psnr, psnr, psnr_per_frame, ssim
+from engine.metrics import copy_first_frame_psnr, psnr, psnr_per_frame, ssim
 
 
 def test_psnr_hand_values():
@@ -49,7 +49,7 @@ def _label(bg, H=16, W=24):
 
 
 def test_pose_region_finds_the_skeleton_on_white_and_black_labels():
-    from metrics import pose_region
+    from engine.metrics import pose_region
     for bg in ([1.0, 1.0, 1.0], [0.0, 0.0, 0.0]):
         region = pose_region(_label(bg), radius=2)
         expected = torch.zeros(16, 24, dtype=torch.bool)
@@ -58,7 +58,7 @@ def test_pose_region_finds_the_skeleton_on_white_and_black_labels():
 
 
 def test_region_psnr_sees_only_the_dancer():
-    from metrics import pose_region, region_psnr, region_ssim
+    from engine.metrics import pose_region, region_psnr, region_ssim
     torch.manual_seed(0)
     room = torch.rand(3, 16, 24)
     dancer = room.clone()
@@ -92,7 +92,7 @@ def _scene(background_white):
 
 @pytest.mark.parametrize("white", [True, False])
 def test_baselines_move_x0_by_the_skeleton_and_keep_the_room(white):
-    from metrics import baseline_rollouts, baseline_scores, room_region
+    from engine.metrics import baseline_rollouts, baseline_scores, room_region
     frames, labels = _scene(white)
     b = baseline_rollouts(frames[:, 0], labels)
     assert torch.equal(b["copy"][0, 1], frames[0, 0])
@@ -111,7 +111,7 @@ def test_baselines_move_x0_by_the_skeleton_and_keep_the_room(white):
 
 
 def test_versus_baselines_names_the_best_baseline_and_the_margin():
-    from metrics import against_baselines, history_scores, table_means, versus_baselines
+    from engine.metrics import against_baselines, history_scores, table_means, versus_baselines
     frames, labels = _scene(False)
     pred = frames.clone()[:, None]
     pred[:, :, 1, :, :4, :4] = 0  # one corner of the room wrong

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from model import VAE_Model, kl_criterion
+from modules.model import VAE_Model, kl_criterion
 from modules import ConvFFN, Gaussian_Predictor, check_dims, reparameterize
 
 # every key, shape and dtype of a course checkpoint (a copy of shared/reference/course-state-dict-keys.tsv)
@@ -115,7 +115,7 @@ def test_kl_against_hand_computation():
     assert kl_criterion(torch.zeros(3, 4), torch.zeros(3, 4), 3).item() == 0
 
 def test_layered_decoder_reads_the_first_frame_and_others_ignore_it():
-    from model import rollout_noise
+    from modules.model import rollout_noise
     torch.manual_seed(0)
     prev, labels, z = torch.rand(2, 3, 16, 24), torch.rand(2, 4, 3, 16, 24), torch.randn(4, 2, 4, 16, 24)
     for activation in ("layered", "warp"):

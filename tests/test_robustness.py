@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import dataloader
-import media
+from engine import media
 from conftest import TINY, make_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,13 +50,13 @@ def test_decode_caches_of_two_resolutions_live_side_by_side(tmp_path, monkeypatc
 
 
 def test_the_loader_does_not_import_the_generator():
-    code = "import sys, dataloader; print('synthetic' in sys.modules)"
+    code = "import sys, dataloader; print('engine.synthetic' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
 def test_the_loader_reads_the_generators_marker(tmp_path):
-    import synthetic
+    from engine import synthetic
     (tmp_path / synthetic.MARKER).write_text(json.dumps(
         {"format": synthetic.FORMAT_VERSION, "config": {"train_videos": 3, "train_frames": 5}}))
     assert list(dataloader.video_starts(tmp_path, 15)) == [0, 5, 10]
@@ -66,8 +66,8 @@ def test_the_loader_reads_the_generators_marker(tmp_path):
 
 
 def _locked():
-    try:  # the Trainer's run-folder code may live in runs.py
-        from runs import locked
+    try:  # the Trainer's run-folder code may live in engine/runs.py
+        from engine.runs import locked
     except ImportError:
         from Trainer import locked
     return locked

@@ -10,7 +10,7 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-import synthetic  # noqa: E402
+from engine import synthetic  # noqa: E402
 
 TINY = dict(train_videos=2, train_frames=5, val_frames=4, test_sequences=1, test_frames=4, workers=1)
 
@@ -185,7 +185,7 @@ def test_killed_generator_is_cleaned_up_by_the_next_run(tmp_path):
     script = textwrap.dedent(f"""
         import os, sys
         sys.path.insert(0, {str(REPO)!r})
-        import synthetic
+        from engine import synthetic
         real, calls = synthetic.save_png, [0]
         def save_png(image, path):
             calls[0] += 1

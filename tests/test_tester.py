@@ -7,13 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-import checkpoint
-import media
+from engine import checkpoint, media
 import Tester
 from conftest import TINY, make_dataset
 from dataloader import DatasetError
-from media import StreamWriter, side_by_side, submission_bytes, write_gif, write_submission
-from model import NoiseSource, VAE_Model, rollout_noise
+from engine.media import StreamWriter, side_by_side, submission_bytes, write_gif, write_submission
+from modules.model import NoiseSource, VAE_Model, rollout_noise
 
 
 def test_csv_format_and_chw_order(tmp_path):
@@ -173,7 +172,7 @@ def test_scores_against_gt_dir(trained, tmp_path):
     """--gt_dir replaces the default ground truth: scores against inverted frames are those of the inverted frames."""
     from PIL import Image, ImageOps
     from dataloader import decode
-    from metrics import psnr_per_frame
+    from engine.metrics import psnr_per_frame
     data, _ = trained
     for png in (data / "test" / "test_gt").rglob("*.png"):
         out = tmp_path / "gt" / png.relative_to(data / "test" / "test_gt")
@@ -275,8 +274,8 @@ def test_score_reports_the_mean_of_samples_and_picks_the_best_by_psnr(tmp_path):
     labels[:, :, :, 4:9, 4:9] = 0  # a dancer in every frame
     Tester.score(pred, gt, labels, ["a", "b"], tmp_path)
     rows = list(csv.DictReader(open(tmp_path / "psnr.csv")))
-    from metrics import psnr_per_frame
-    from metrics import ssim
+    from engine.metrics import psnr_per_frame
+    from engine.metrics import ssim
     for s, row in enumerate(rows):
         p_far = psnr_per_frame(pred[s:s + 1, 0, 1:], target[s:s + 1, 1:]).mean().item()
         p_near = psnr_per_frame(pred[s:s + 1, 1, 1:], target[s:s + 1, 1:]).mean().item()
@@ -290,7 +289,7 @@ def test_score_reports_the_mean_of_samples_and_picks_the_best_by_psnr(tmp_path):
 
 def test_psnr_csv_region_columns_are_those_of_the_written_frames(trained, tmp_path, capsys):
     from dataloader import decode
-    from metrics import pose_region, region_psnr
+    from engine.metrics import pose_region, region_psnr
     frames = run_tester(trained, tmp_path / "a", "--no_gif")
     rows = list(csv.DictReader(open(tmp_path / "a" / "psnr.csv")))
     for s, row in enumerate(rows):

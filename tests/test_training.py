@@ -7,14 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-import checkpoint
-import config
-import runs
+from engine import checkpoint, config, runs
 import Trainer
 from conftest import TINY, moving_square
-from model import VAE_Model
+from modules.model import VAE_Model
 from dataloader import ClipSampler
-from schedules import kl_annealing, lr_at, next_tfr, use_teacher_forcing
+from engine.schedules import kl_annealing, lr_at, next_tfr, use_teacher_forcing
 
 
 def run_args(data, save_root, *extra):
@@ -48,7 +46,7 @@ def test_every_frame_reaches_the_loss(per_frame, teacher_forcing):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the fallback: capture needs CUDA, so on CPU it fails")
 def test_graphed_clip_loss_falls_back_to_the_eager_loss_and_says_so(capfd):
     import copy
-    from cuda_graphs import GraphedClipLoss
+    from engine.cuda_graphs import GraphedClipLoss
     model = VAE_Model(8, 4, 4, 8, output_activation="layered")
     torch.nn.init.normal_(model.Generator[-1].weight, std=0.1)  # flows that depend on the previous frame
     eager = copy.deepcopy(model)
@@ -85,7 +83,7 @@ def test_batched_over_time_equals_frame_by_frame_in_eval_mode(teacher_forcing, a
 
 
 def test_kl_of_two_gaussians_matches_monte_carlo_and_the_fixed_prior_case():
-    from model import kl_criterion, kl_gaussians
+    from modules.model import kl_criterion, kl_gaussians
     g = torch.Generator().manual_seed(0)
     mu_q, mu_p = torch.randn(2, 3, 4, 5, generator=g), torch.randn(2, 3, 4, 5, generator=g)
     lv_q, lv_p = torch.randn(2, 3, 4, 5, generator=g) * 0.5, torch.randn(2, 3, 4, 5, generator=g) * 0.5
@@ -137,7 +135,7 @@ def test_quick_recipe_trains_a_warp_model_that_the_tester_rolls_out(tiny_data, t
 
 
 def test_untrained_warp_models_copy_the_previous_frame(tolerance=1e-5):  # float rounding in grid_sample
-    from model import rollout_noise
+    from modules.model import rollout_noise
     model = VAE_Model(8, 4, 4, 8, output_activation="warp").eval()
     first, labels = torch.rand(2, 3, 16, 24), torch.rand(2, 6, 3, 16, 24)
     out = model.rollout(first, labels, rollout_noise(model, 0, [0, 1], 0, 16, 24, "cpu"))
@@ -792,7 +790,7 @@ def test_clips_and_references_stay_inside_their_video():
 
 
 def test_compare_plot_takes_histories_from_before_and_after_the_region_columns(tmp_path):
-    import plotting
+    from engine import plotting
     old_fields = runs.HISTORY_FIELDS[:runs.HISTORY_FIELDS.index("minutes") + 1]
     for name, fields in (("old", old_fields), ("new", runs.HISTORY_FIELDS)):
         with open(tmp_path / f"{name}.csv", "w", newline="") as f:

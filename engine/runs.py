@@ -16,9 +16,8 @@ try:
 except ImportError:  # Windows: no lock
     fcntl = None
 
-import checkpoint
-import media
-from schedules import kl_annealing
+from engine import checkpoint, media
+from engine.schedules import kl_annealing
 
 HISTORY_FIELDS = ["epoch", "train_loss", "train_mse", "train_kl", "beta", "tfr", "lr", "bad_steps",
                   "val_mse", "val_psnr", "copy_psnr", "val_ssim", "val_psnr_best", "val_ssim_best", "seconds", "minutes",

@@ -4,10 +4,10 @@ import copy
 
 import torch
 
-import checkpoint
-from model import PRIORS
+from engine import checkpoint
+from modules.model import PRIORS
 from modules.heads import HEADS
-from schedules import normalize_kl_type
+from engine.schedules import normalize_kl_type
 
 USAGE = """Train the pose-conditioned VAE video predictor.
 

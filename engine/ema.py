@@ -8,7 +8,7 @@ import copy
 
 import torch
 
-import checkpoint
+from engine import checkpoint
 
 
 class EMA:

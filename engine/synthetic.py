@@ -2,9 +2,9 @@
 A procedural stand-in for the Lab 4 dance dataset: a cartoon person dancing in a
 simple room, and the OpenPose-style skeleton of every frame.
 
-    python synthetic.py --root data/synthetic
-    python synthetic.py --root /tmp/synth --small --contact_sheet sheet.png
-    python synthetic.py --root data/footage --style footage   # footage-like: photographed rooms, OpenPose labels
+    python -m engine.synthetic --root data/synthetic
+    python -m engine.synthetic --root /tmp/synth --small --contact_sheet sheet.png
+    python -m engine.synthetic --root data/footage --style footage   # footage-like: photographed rooms, OpenPose labels
 
 Two styles: "cartoon" (the default: flat-shaded rooms, rainbow skeletons on white) and "footage" (rooms cut
 from photographs that ship with scikit-image, textured clothes, a fixed camera with sensor noise and light
@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from dataset_marker import FORMAT_VERSION, MARKER, read_marker  # noqa: F401 (MARKER: written last)
+from engine.dataset_marker import FORMAT_VERSION, MARKER, read_marker  # noqa: F401 (MARKER: written last)
 
 STAMP = ".synthetic"  # written first: marks a folder as ours, so it may be deleted
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
@@ -842,7 +842,7 @@ def generate(root, seed=0, small=False, style="cartoon", **overrides):
     root = Path(root)
     cfg = make_config(small, style=style, **overrides)
     if root.exists() and not (root / STAMP).exists() and not is_empty_dir(root):
-        raise ValueError(f"{root} exists and was not made by synthetic.py; refusing to overwrite it")
+        raise ValueError(f"{root} exists and was not made by engine/synthetic.py; refusing to overwrite it")
     root.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_siblings(root)
     tmp = root.parent / f"{root.name}.partial-{os.getpid()}"
@@ -905,7 +905,7 @@ def ensure_dataset(root, seed=0, small=False, log=print, style="cartoon", **over
         log(f"the synthetic dataset in {root} is incomplete; regenerating it (~{estimate_seconds(cfg):.0f} s)")
         shutil.rmtree(root)
     elif root.exists() and not is_empty_dir(root):
-        raise ValueError(f"{root} exists but is not a complete dataset from synthetic.py "
+        raise ValueError(f"{root} exists but is not a complete dataset from engine/synthetic.py "
                          f"(no {MARKER} or {STAMP} file); not touching it. Point to another folder or remove it.")
     else:
         log(f"generating the synthetic dataset in {root} (first use, ~{estimate_seconds(cfg):.0f} s)")
@@ -968,7 +968,8 @@ def contact_sheet(root_or_params, out_png, scale=2, gap=2):
 # -----------------------------------------------------------------------------
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Generate the synthetic dancing-person dataset (Lab 4 layout).")
+    parser = argparse.ArgumentParser(prog="python -m engine.synthetic",
+                                     description="Generate the synthetic dancing-person dataset (Lab 4 layout).")
     parser.add_argument("--root", help="dataset folder to write")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--small", action="store_true", help="tiny preset for tests")

@@ -5,9 +5,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from modules.heads import head_class
-from modules import (Decoder_Fusion, Gaussian_Predictor, Generator, Label_Encoder, RGB_Encoder,
-                     check_dims, reparameterize)
+from .heads import head_class
+from .modules import (Decoder_Fusion, Gaussian_Predictor, Generator, Label_Encoder, RGB_Encoder,
+                      check_dims, reparameterize)
 
 PRIORS = ("fixed", "learned")
 

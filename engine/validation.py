@@ -6,11 +6,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-import media
-import plotting
-from metrics import (SCORES, against_baselines, history_scores, psnr_per_frame, sample_summary, ssim, table_curves,
-                     table_means, versus_baselines)
-from model import autocast
+from engine import media, plotting
+from engine.metrics import (SCORES, against_baselines, history_scores, psnr_per_frame, sample_summary, ssim,
+                            table_curves, table_means, versus_baselines)
+from modules.model import autocast
 
 
 @torch.no_grad()

@@ -1,6 +1,6 @@
 """Plots of a run (redrawn each epoch) and an overlay of several runs' history.csv.
 
-    python plotting.py runs/a/history.csv runs/b/history.csv --labels Cyclical Monotonic --out compare.png
+    python -m engine.plotting runs/a/history.csv runs/b/history.csv --labels Cyclical Monotonic --out compare.png
 """
 import argparse
 import csv
@@ -102,7 +102,8 @@ def plot_compare(history_paths, labels, out_path):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="Overlay the history.csv of several runs.")
+    parser = argparse.ArgumentParser(prog="python -m engine.plotting",
+                                     description="Overlay the history.csv of several runs.")
     parser.add_argument("histories", nargs="+", help="history.csv files")
     parser.add_argument("--labels", nargs="*", help="one label per file (default: the run folder names)")
     parser.add_argument("--out", default="compare.png")

@@ -1,7 +1,7 @@
 """KL annealing (beta per epoch), the teacher-forcing ratio and the learning rate, as the course defines them."""
 import random
 
-from model import stream_seed
+from modules.model import stream_seed
 
 KL_TYPES = ("Cyclical", "Monotonic", "None")
 
