@@ -120,18 +120,14 @@ def test_learned_prior_trains_end_to_end_and_the_tester_uses_it(tiny_data, tmp_p
     assert arch.prior == "learned" and model.Learned_Prior is not None
 
 
-def test_quick_recipe_trains_a_warp_model_that_the_tester_rolls_out(tiny_data, tmp_path):
+def test_quick_recipe_trains_a_layered_model_that_the_tester_rolls_out(tiny_data, tmp_path):
     ckpt, model, arch = train_then_test(tiny_data, tmp_path, "--preset", "quick", "--num_epoch", "1", "--partial", "1")
     assert ckpt["args"]["output_activation"] == "layered" and ckpt["args"]["detach_prev"] is True
     assert ckpt["args"]["reference_gap"] == 128
     assert ckpt["args"]["ema"] == 0.99 and "train_state_dict" in ckpt  # the Tester rolled out the average
-    assert ckpt["state_dict"]["Generator.7.weight"].shape[0] == 12 and ckpt["state_dict"]["Generator.7.weight"].abs().sum() > 0
+    last_conv = ckpt["state_dict"]["Generator.7.weight"]
+    assert last_conv.shape[0] == 6 and last_conv.abs().sum() > 0  # drawn RGB and 3 logits; trained away from zero
     assert arch.output_activation == "layered" and model.head.name == "layered"
-    assert model.head.flow_deadzone == config.PRESETS["quick"]["flow_deadzone"] > 0  # from the checkpoint
-    import Tester
-    path = str(tmp_path / "run" / "last.ckpt")
-    other, _ = Tester.load_model(Tester.parse_args(["--ckpt_path", path, "--device", "cpu", "--flow_deadzone", "0"]))
-    assert other.head.flow_deadzone == 0
 
 
 def test_untrained_warp_models_copy_the_previous_frame(tolerance=1e-5):  # float rounding in grid_sample
