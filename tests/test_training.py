@@ -704,7 +704,8 @@ def test_layered_trains_end_to_end_and_the_tester_rebuilds_it(tiny_data, tmp_pat
     ckpt, model, arch = train_then_test(tiny_data, tmp_path, "--output_activation", "layered",
                                         "--reference_gap", "3", "--tfr", "0", "--num_epoch", "1")
     assert ckpt["args"]["output_activation"] == "layered" and arch.output_activation == "layered"
-    assert "head.keypoints.classify.weight" in ckpt["state_dict"]
+    assert "Generator.output_activation_layered_is_not_the_course_model" in ckpt["state_dict"]
+    assert ckpt["state_dict"]["Generator.7.weight"].shape[0] == 6
 
 
 @pytest.mark.parametrize("per_frame", [False, True])
