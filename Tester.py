@@ -19,7 +19,7 @@ from tqdm import tqdm  # noqa: E402
 from dataloader import DatasetError, Dataset_Dance, load_test_gt  # noqa: E402
 from engine import checkpoint, distributed, media  # noqa: E402
 from engine.cuda_graphs import rollout_step  # noqa: E402
-from engine.metrics import (against_baselines, psnr_per_frame, sample_summary, ssim, table_curves,  # noqa: E402
+from engine.metrics import (against_baselines, sample_summary, ssim, table_curves,  # noqa: E402
                             table_means, versus_baselines)
 from modules.model import VAE_Model, autocast  # noqa: E402
 
@@ -135,10 +135,10 @@ def score(pred, gt, labels, names, save_root):
     baselines that learn nothing (copy, sticker, paste; labels uint8 [S,T,3,H,W])."""
     from engine import plotting  # matplotlib costs ~0.4 s of import: only runs with ground truth pay it
     gt = torch.from_numpy(gt).to(pred.device).float() / 255
-    table, _ = against_baselines(pred, gt, torch.from_numpy(labels).to(pred.device).float() / 255)
+    table, ours = against_baselines(pred, gt, torch.from_numpy(labels).to(pred.device).float() / 255)
     K = pred.shape[1]
     target = gt[:, None, 1:].expand(-1, K, -1, -1, -1, -1)
-    psnr, sim = psnr_per_frame(pred[:, :, 1:], target), ssim(pred[:, :, 1:], target)  # [S, K, T-1]
+    psnr, sim = ours["full"], ssim(pred[:, :, 1:], target)  # [S, K, T-1]
     summary = sample_summary(psnr, sim)
     psnr_best, sim_best = summary["psnr_best"], summary["ssim_best"]  # [S, T-1]
     columns = {"psnr": psnr.mean((1, 2)), "ssim": sim.mean((1, 2)), "psnr_best_of_k": psnr_best.mean(1),

@@ -159,6 +159,21 @@ def room_region(labels, radius=ROOM_RADIUS):
     return ~(pose_region(labels, radius) | pose_region(labels[:, :1], radius))
 
 
+def scored_regions(labels):
+    """(pose region, room) [S, T-1, H, W] of frames 1..T-1: the pixels that region and room PSNR score."""
+    return pose_region(labels[:, 1:]), room_region(labels)[:, 1:]
+
+
+def psnr_scores(pred, truth, regions):
+    """Full-frame, pose-region and room PSNR [S, K, T-1] of pred [S, K, T-1, C, H, W] against truth [S, T-1, C, H, W],
+    the regions from scored_regions()."""
+    K = pred.shape[1]
+    truth = truth[:, None].float().expand(-1, K, -1, -1, -1, -1)
+    near, room = (r[:, None].expand(-1, K, -1, -1, -1) for r in regions)
+    return {"full": psnr(pred.float(), truth), "region": region_psnr(pred, truth, near),
+            "room": region_psnr(pred, truth, room)}
+
+
 def rollout_scores(pred, target, labels):
     """Full-frame, pose-region and room PSNR of rollouts from frame 0, over frames 1..T-1: pred [S, K, T, C, H, W]
     (K samples), target and labels [S, T, C, H, W]. Returns {"full", "region", "room"} [S, K, T-1] and
@@ -166,20 +181,18 @@ def rollout_scores(pred, target, labels):
     if pred.shape[:1] + pred.shape[2:] != target.shape or labels.shape != target.shape:
         raise ValueError(f"rollout_scores: pred {tuple(pred.shape)} needs target and labels of shape "
                          f"{(pred.shape[0], *pred.shape[2:])}, got {tuple(target.shape)} and {tuple(labels.shape)}")
-    K = pred.shape[1]
-    truth = target[:, None, 1:].float().expand(-1, K, -1, -1, -1, -1)
-    near = pose_region(labels[:, 1:])[:, None].expand(-1, K, -1, -1, -1)  # [S, K, T-1, H, W]
-    room = room_region(labels)[:, None, 1:].expand(-1, K, -1, -1, -1)
-    pred = pred[:, :, 1:]
-    return {"full": psnr(pred.float(), truth), "region": region_psnr(pred, truth, near),
-            "room": region_psnr(pred, truth, room), "region_ssim": region_ssim(pred, truth, near)}
+    regions = scored_regions(labels)
+    scores = psnr_scores(pred[:, :, 1:], target[:, 1:], regions)
+    truth = target[:, None, 1:].float().expand_as(pred[:, :, 1:])
+    near = regions[0][:, None].expand(-1, pred.shape[1], -1, -1, -1)
+    return {**scores, "region_ssim": region_ssim(pred[:, :, 1:], truth, near)}
 
 
 def baseline_scores(target, labels):
     """{baseline: {"full", "region", "room": [S, T-1]}} of the baselines built from target's frame 0 and the labels."""
-    rollouts = baseline_rollouts(target[:, 0], labels)
-    return {name: {k: v[:, 0] for k, v in rollout_scores(pred[:, None], target, labels).items() if k in SCORES}
-            for name, pred in rollouts.items()}
+    regions = scored_regions(labels)
+    return {name: {k: v[:, 0] for k, v in psnr_scores(pred[:, None, 1:], target[:, 1:], regions).items()}
+            for name, pred in baseline_rollouts(target[:, 0], labels).items()}
 
 
 def against_baselines(pred, target, labels):

@@ -7,8 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from engine import media, plotting
-from engine.metrics import (SCORES, against_baselines, history_scores, psnr_per_frame, sample_summary, ssim,
-                            table_curves, table_means, versus_baselines)
+from engine.metrics import (SCORES, against_baselines, history_scores, sample_summary, ssim, table_curves, table_means,
+                            versus_baselines)
 from modules.model import autocast
 
 
@@ -28,9 +28,9 @@ def validate(model, val, args, device, step=None):
     model.train(was_training)
     pred = pred.float()
     target = img[:, None, 1:].expand(-1, K, -1, -1, -1, -1)
-    per_sequence = sample_summary(psnr_per_frame(pred[:, :, 1:], target), ssim(pred[:, :, 1:], target))
-    scores = {k: v.mean(0) for k, v in per_sequence.items() if k != "best_sample"}  # [T]: mean over sequences
     table, ours = against_baselines(pred, img, label)
+    per_sequence = sample_summary(ours["full"], ssim(pred[:, :, 1:], target))
+    scores = {k: v.mean(0) for k, v in per_sequence.items() if k != "best_sample"}  # [T]: mean over sequences
     means = table_means(table)
     return {"pred": pred[:, 0], "img": img, "label": label, "means": means, "curves": table_curves(table),
             **history_scores(means), "val_region_ssim": ours["region_ssim"].nanmean().item(),

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from engine.metrics import skeleton  # the skeleton the pose-region metric scores, found the same way
+from engine.metrics import pose_region, skeleton  # the skeleton the pose-region metric scores, found the same way
 
 
 class Head(nn.Module):
@@ -140,13 +140,13 @@ def limb_moments(weights):
     return mass, torch.stack([cx, cy], -1), angle, elongation
 
 
-def limb_motion(first_label, label, min_mass=0.5):
-    """Each limb class's rigid motion from p_0 to p_t: centroids c_0, c_t [N,P,2], rotation [N,P] (radians; none for a
+def limb_motion(first_classes, classes, min_mass=0.5):
+    """Each limb class's rigid motion from p_0 to p_t, given their limb_colours(): centroids c_0, c_t [N,P,2], rotation [N,P] (radians; none for a
     blob whose axis is unclear), and whether it is seen in both [N,P]. A line's axis has no direction, so the turn is
     the smaller of the two, within +-90 degrees (measured: better than pointing each axis away from the body, which
     fails for an arm that hangs beside the torso)."""
-    m0, c0, a0, e0 = limb_moments(limb_colours(first_label))
-    mt, ct, at, et = limb_moments(limb_colours(label))
+    m0, c0, a0, e0 = limb_moments(first_classes)
+    mt, ct, at, et = limb_moments(classes)
     turn = torch.remainder(at - a0 + math.pi / 2, math.pi) - math.pi / 2
     trust = ((torch.minimum(e0, et) - 0.3) / 0.4).clamp(0, 1)
     return c0, ct, turn * trust, (m0 > min_mass) & (mt > min_mass)
@@ -193,10 +193,11 @@ class LayeredHead(Head):
     def layers(self, first_frame, first_label, label):
         """(room, dancer [N,3,H,W], support [N,1,H,W]: how much p_t's limbs claim each pixel, 0..1)."""
         first_frame, first_label, label = first_frame.float(), first_label.float(), label.float()
-        hole = F.max_pool2d(skeleton(first_label)[:, None].float(), 2 * self.HOLE_RADIUS + 1, 1, self.HOLE_RADIUS)
+        hole = pose_region(first_label, self.HOLE_RADIUS)[:, None].float()
         room = inpaint(first_frame, (gaussian_blur(hole, 0.7) > 0.3).float())
-        c0, ct, turn, seen = limb_motion(first_label, label)
-        near = gaussian_blur(limb_colours(label), self.LIMB_SIGMA) * seen[..., None, None]  # [N,P,H,W]
+        classes = limb_colours(label)
+        c0, ct, turn, seen = limb_motion(limb_colours(first_label), classes)
+        near = gaussian_blur(classes, self.LIMB_SIGMA) * seen[..., None, None]  # [N,P,H,W]
         total = near.sum(1, keepdim=True)
         dancer = (move_limbs(first_frame, c0, ct, turn) * near[:, :, None]).sum(1) / total.clamp_min(1e-6)
         return room, dancer, 1 - torch.exp(-self.SUPPORT_GAIN * total)

@@ -27,7 +27,7 @@ LEG = (0.0, 0.4, 1.0)
 def test_limb_motion_finds_each_limbs_rotation_and_translation_on_either_background(white):
     first = bar_label(32, 48, [((20, 8), (30, 8), ARM), ((20, 10), (20, 24), LEG)], white)  # arm out to the right
     now = bar_label(32, 48, [((27, 8), (32, 16.66), ARM), ((22, 10), (22, 24), LEG)], white)  # arm 60 deg down, leg 2 px right
-    c0, ct, turn, seen = limb_motion(first[None], now[None])
+    c0, ct, turn, seen = limb_motion(limb_colours(first[None]), limb_colours(now[None]))
     i, j = (limb_colours(bar_label(32, 48, [(a, b, rgb)], white)[None]).sum((2, 3)).argmax()  # the classes of each
             for a, b, rgb in (((20, 8), (30, 8), ARM), ((20, 10), (20, 24), LEG)))
     assert seen[0, i] and seen[0, j]
